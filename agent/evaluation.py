@@ -1,0 +1,140 @@
+"""Retrieval evaluation: fill a fresh, temporary knowledge base from a corpus folder and score questions.
+
+A question is a hit at k when one of the first k passages comes from one of its gold documents (paths relative
+to the corpus folder). Runs in-process on an embedded Milvus Lite file, so it needs no running stack.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.knowledge.embeddings import get_embeddings
+from agent.knowledge.ingest import ingest_bytes
+from agent.knowledge.service import Knowledge
+from agent.knowledge.store import KnowledgeStore, SearchMode
+from agent.settings import Settings
+from agent.types import Audience
+
+EVAL_AUDIENCE = Audience("eval", "corpus")
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    language: str
+    gold_docs: frozenset[str]
+
+
+def read_questions(path: Path) -> list[Question]:
+    questions = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        try:
+            questions.append(Question(row["question"], row.get("language", ""), frozenset(row["gold_docs"])))
+        except KeyError as exc:
+            raise ValueError(f"{path}:{n}: missing field {exc}") from None
+    return questions
+
+
+def corpus_files(corpus: Path) -> list[Path]:
+    return sorted(p for p in corpus.rglob("*") if p.is_file() and not p.name.startswith((".", "MANIFEST")))
+
+
+def build_knowledge(
+    settings: Settings, corpus: Path, db_path: Path, log: Callable[[str], None] = print
+) -> tuple[Knowledge, int]:
+    """Ingest every file of the corpus (document id = path relative to the corpus) into a Milvus Lite file."""
+    model = get_embeddings(settings.embedding_model)
+    store = KnowledgeStore(str(db_path), collection="eval", dim=model.dim, embedding_name=model.name)
+    files = corpus_files(corpus)
+    chunks = 0
+    for i, path in enumerate(files, 1):
+        rel = path.relative_to(corpus).as_posix()
+        result = ingest_bytes(
+            store,
+            model,
+            EVAL_AUDIENCE,
+            data=path.read_bytes(),
+            source=rel,
+            doc_id=rel,
+            max_bytes=settings.max_upload_bytes,
+            chunk_chars=settings.chunk_chars,
+            batch_size=settings.embed_batch,
+        )
+        chunks += result.chunks
+        if result.status == "failed":
+            log(f"skipped {rel}: {result.reason}")
+        if i % 25 == 0 or i == len(files):
+            log(f"ingested {i}/{len(files)} files, {chunks} chunks")
+    store.flush()
+    return Knowledge(store, settings), chunks
+
+
+def score(
+    knowledge: Knowledge, questions: list[Question], *, mode: SearchMode = "hybrid", k: int = 5
+) -> dict[str, Any]:
+    """recall@1, recall@5, MRR@10, and recall@5 split by English / other languages."""
+    ranks: list[int | None] = []
+    started = time.perf_counter()
+    for q in questions:
+        hits = knowledge.search(EVAL_AUDIENCE, q.question, k=max(10, k), mode=mode)
+        ranks.append(next((i for i, h in enumerate(hits, 1) if h.doc_id in q.gold_docs), None))
+    elapsed = time.perf_counter() - started
+
+    def recall(k: int, subset: list[int] | None = None) -> float:
+        idx = range(len(questions)) if subset is None else subset
+        picked = [ranks[i] for i in idx]
+        return round(sum(1 for r in picked if r is not None and r <= k) / max(len(picked), 1), 3)
+
+    english = [i for i, q in enumerate(questions) if q.language == "en"]
+    other = [i for i, q in enumerate(questions) if q.language != "en"]
+    return {
+        "questions": len(questions),
+        "mode": mode,
+        "recall_at_1": recall(1),
+        "recall_at_5": recall(5),
+        f"recall_at_{k}": recall(k),
+        "mrr_at_10": round(sum(1 / r for r in ranks if r is not None) / max(len(ranks), 1), 3),
+        "recall_at_5_en": recall(5, english),
+        "recall_at_5_other": recall(5, other),
+        "search_ms_mean": round(1000 * elapsed / max(len(questions), 1), 1),
+        "misses_at_5": [q.question for q, r in zip(questions, ranks, strict=True) if r is None or r > 5],
+    }
+
+
+def evaluate_retrieval(
+    settings: Settings,
+    corpus: Path,
+    qa_file: Path,
+    *,
+    modes: tuple[SearchMode, ...] = ("hybrid",),
+    k: int = 5,
+) -> dict[str, Any]:
+    questions = read_questions(qa_file)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr)
+
+    with tempfile.TemporaryDirectory(prefix="expertbot-eval-") as tmp:
+        started = time.perf_counter()
+        knowledge, chunks = build_knowledge(settings, corpus, Path(tmp) / "eval.db", log)
+        ingest_s = time.perf_counter() - started
+        results = {mode: score(knowledge, questions, mode=mode, k=k) for mode in modes}
+        knowledge.store.client.close()
+    report = dict(results[modes[0]])
+    report.update(
+        embedding_model=settings.embedding_model,
+        chunks=chunks,
+        ingest_s=round(ingest_s, 1),
+        by_mode={m: {k: v for k, v in r.items() if k != "misses_at_5"} for m, r in results.items()},
+    )
+    return report

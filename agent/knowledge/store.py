@@ -1,0 +1,333 @@
+"""The knowledge base: one Milvus collection of passages with a dense vector, a BM25 sparse vector and the
+audience fields.
+
+Every read is filtered by tenant and scope *inside* the Milvus expression, so a passage from another scope can
+never reach a caller, whatever the question says. Milvus Lite does not support bound filter parameters, so
+every value goes through `literal()`, which quotes and escapes it.
+The same code talks to a Milvus Lite server (`milvus-lite server`) or to a Milvus cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from pymilvus import DataType, Function, FunctionType, MilvusClient
+
+from agent.types import Audience, Chunk, DocumentInfo, Hit
+
+SearchMode = Literal["hybrid", "dense", "bm25"]
+
+_MODEL_PROPERTY = "expertbot.embedding"
+MAX_QUERY_ROWS = 16384  # Milvus caps one query's offset + limit here; ingestion keeps documents below it
+_HIT_FIELDS = ["doc_id", "source", "title", "heading", "scope", "chunk", "text"]
+
+
+class StoreError(RuntimeError):
+    """The knowledge base cannot be used as configured (e.g. built with another embedding model)."""
+
+
+def _clip(text: str, limit: int) -> str:
+    """Milvus VARCHAR limits count bytes; cut on a character boundary below the limit."""
+    data = text.encode("utf-8")
+    return text if len(data) <= limit else data[:limit].decode("utf-8", "ignore")
+
+
+def literal(value: str) -> str:
+    """A Milvus string literal: quoted, with backslashes and quotes escaped, control characters dropped."""
+    clean = "".join(ch for ch in value if ch >= " " and ch != "\x7f")
+    return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def audience_expr(audience: Audience) -> str:
+    scopes = ", ".join(literal(s) for s in audience.visible_scopes)
+    return f"tenant == {literal(audience.tenant)} and scope in [{scopes}]"
+
+
+def document_expr(audience: Audience, doc_id: str) -> str:
+    return (
+        f"tenant == {literal(audience.tenant)} and scope == {literal(audience.scope)} and doc_id == {literal(doc_id)}"
+    )
+
+
+def chunk_key(audience: Audience, doc_id: str, content_hash: str, number: int) -> str:
+    """A deterministic primary key: ingesting the same version twice overwrites instead of duplicating."""
+    raw = "\x1f".join((audience.tenant, audience.scope, doc_id, content_hash, str(number)))
+    return hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class SearchWeights:
+    """Weighted reciprocal-rank fusion, tuned on the development questions (see README, "Retrieval").
+
+    BM25 is the stronger signal on this kind of corpus (exact names, versions, numbers); the multilingual dense
+    vector adds the paraphrases and the cross-language questions. A small `rrf_k` lets the top of each list
+    count; one passage per document keeps the top k from being five passages of the same page.
+    """
+
+    rrf_k: int = 10
+    dense: float = 0.7
+    bm25: float = 1.0
+    candidates: int = 50
+    one_per_document: bool = True
+
+
+def fuse(dense: Sequence[Hit], bm25: Sequence[Hit], weights: SearchWeights, k: int) -> list[Hit]:
+    """Weighted reciprocal-rank fusion of two ranked lists; the fused score replaces each hit's score."""
+    scores: dict[tuple[str, str, int], float] = {}
+    hits: dict[tuple[str, str, int], Hit] = {}
+    for weight, ranked in ((weights.dense, dense), (weights.bm25, bm25)):
+        for rank, hit in enumerate(ranked, 1):
+            key = (hit.scope, hit.doc_id, hit.chunk)
+            scores[key] = scores.get(key, 0.0) + weight / (weights.rrf_k + rank)
+            hits.setdefault(key, hit)
+    fused: list[Hit] = []
+    seen: set[tuple[str, str]] = set()
+    for key in sorted(scores, key=scores.__getitem__, reverse=True):
+        if weights.one_per_document:
+            if key[:2] in seen:
+                continue
+            seen.add(key[:2])
+        fused.append(replace(hits[key], score=round(scores[key], 6)))
+        if len(fused) == k:
+            break
+    return fused
+
+
+class KnowledgeStore:
+    def __init__(
+        self,
+        uri: str,
+        *,
+        collection: str,
+        dim: int,
+        embedding_name: str,
+        token: str | None = None,
+        weights: SearchWeights | None = None,
+    ) -> None:
+        self.client = MilvusClient(uri=uri, token=token or "")
+        self.collection = collection
+        self.dim = dim
+        self.embedding_name = embedding_name
+        self.weights = weights or SearchWeights()
+        self._ready = False
+        self._model_tag = f"{embedding_name} dim={dim}"
+
+    # --- schema ----------------------------------------------------------------------------------------------
+    def ensure_collection(self) -> None:
+        """Create the collection on first use; refuse one built for another embedding model."""
+        if self._ready:
+            return
+        if self.client.has_collection(self.collection):
+            built = self.client.describe_collection(self.collection).get("properties", {}).get(_MODEL_PROPERTY)
+            if built != self._model_tag:
+                raise StoreError(
+                    f"collection {self.collection!r} was built with {built!r}, not {self._model_tag!r}: "
+                    "set EXPERTBOT_COLLECTION to a new name or EXPERTBOT_EMBEDDING_MODEL back"
+                )
+            self.client.load_collection(self.collection)
+        else:
+            self._create()
+        self._ready = True
+
+    def _create(self) -> None:
+        schema = self.client.create_schema(auto_id=False, description="expertbot passages")
+        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("tenant", DataType.VARCHAR, max_length=256, is_partition_key=True)
+        schema.add_field("scope", DataType.VARCHAR, max_length=512)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=1024)
+        schema.add_field("source", DataType.VARCHAR, max_length=1024)
+        schema.add_field("title", DataType.VARCHAR, max_length=1024)
+        schema.add_field("heading", DataType.VARCHAR, max_length=2048)
+        schema.add_field("chunk", DataType.INT32)
+        schema.add_field("text", DataType.VARCHAR, max_length=65535)
+        schema.add_field(
+            "search_text",
+            DataType.VARCHAR,
+            max_length=65535,
+            enable_analyzer=True,
+            analyzer_params={"tokenizer": "standard", "filter": ["lowercase"]},
+        )
+        schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
+        schema.add_field("created_at", DataType.INT64)
+        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=self.dim)
+        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(
+            Function(
+                name="bm25",
+                function_type=FunctionType.BM25,
+                input_field_names=["search_text"],
+                output_field_names=["sparse"],
+            )
+        )
+        index = self.client.prepare_index_params()
+        index.add_index("dense", index_type="AUTOINDEX", metric_type="COSINE")
+        index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        index.add_index("scope", index_type="INVERTED")
+        index.add_index("doc_id", index_type="INVERTED")
+        self.client.create_collection(
+            self.collection, schema=schema, index_params=index, properties={_MODEL_PROPERTY: self._model_tag}
+        )
+
+    # --- writes ----------------------------------------------------------------------------------------------
+    def upsert_chunks(
+        self,
+        audience: Audience,
+        *,
+        doc_id: str,
+        source: str,
+        content_hash: str,
+        chunks: Sequence[Chunk],
+        vectors: Sequence[Sequence[float]],
+    ) -> None:
+        """Write one batch of a document version's chunks (idempotent thanks to `chunk_key`)."""
+        self.ensure_collection()
+        now = int(time.time())
+        rows = [
+            {
+                "pk": chunk_key(audience, doc_id, content_hash, c.number),
+                "tenant": audience.tenant,
+                "scope": audience.scope,
+                "doc_id": _clip(doc_id, 1024),
+                "source": _clip(source, 1024),
+                "title": _clip(c.title, 1024),
+                "heading": _clip(c.heading, 2048),
+                "chunk": c.number,
+                "text": _clip(c.text, 65535),
+                "search_text": _clip(c.embedding_text, 65535),
+                "content_hash": content_hash,
+                "created_at": now,
+                "dense": list(v),
+            }
+            for c, v in zip(chunks, vectors, strict=True)
+        ]
+        if rows:
+            self.client.upsert(self.collection, rows)
+
+    def delete_other_versions(self, audience: Audience, doc_id: str, keep_hash: str) -> None:
+        """Drop the chunks of a document's older versions, after the new version is fully written."""
+        self.ensure_collection()
+        self.client.delete(
+            self.collection,
+            filter=f"{document_expr(audience, doc_id)} and content_hash != {literal(keep_hash)}",
+        )
+
+    def forget(self, audience: Audience, doc_id: str) -> int:
+        """Remove every chunk of a document in this exact scope; returns how many there were."""
+        self.ensure_collection()
+        expr = document_expr(audience, doc_id)
+        count = len(self._query(expr, ["pk"], bounded=True))
+        self.client.delete(self.collection, filter=expr)
+        self.flush()
+        return count
+
+    def flush(self) -> None:
+        """Seal written rows: Milvus Lite searches unflushed rows by brute force, slowly."""
+        self.client.flush(self.collection)
+
+    # --- reads -----------------------------------------------------------------------------------------------
+    def versions(self, audience: Audience, doc_id: str, content_hash: str) -> list[DocumentInfo]:
+        """What this scope holds under this document id or with this content: decides what ingestion does."""
+        expr = (
+            f"tenant == {literal(audience.tenant)} and scope == {literal(audience.scope)}"
+            f" and (doc_id == {literal(doc_id)} or content_hash == {literal(content_hash)})"
+        )
+        return self._documents(expr, bounded=True)
+
+    def list_documents(self, tenant: str, scopes: Sequence[str] | None = None) -> list[DocumentInfo]:
+        expr = f"tenant == {literal(tenant)}"
+        if scopes is not None:
+            expr += f" and scope in [{', '.join(literal(s) for s in scopes)}]"
+        return self._documents(expr)
+
+    def count(self, audience: Audience | None = None) -> int:
+        self.ensure_collection()
+        expr = "" if audience is None else audience_expr(audience)
+        res = self.client.query(self.collection, filter=expr, output_fields=["count(*)"])
+        return int(res[0]["count(*)"])
+
+    def search(
+        self,
+        audience: Audience,
+        query: str,
+        query_vector: Sequence[float],
+        *,
+        k: int = 5,
+        mode: SearchMode = "hybrid",
+    ) -> list[Hit]:
+        """Top-k passages visible to `audience`: dense, BM25, or both fused by reciprocal rank."""
+        self.ensure_collection()
+        expr = audience_expr(audience)
+        if mode == "dense":
+            return self._search(expr, [list(query_vector)], "dense", "COSINE", k)
+        if mode == "bm25":
+            return self._search(expr, [query], "sparse", "BM25", k)
+        n = max(k * 4, self.weights.candidates)
+        dense = self._search(expr, [list(query_vector)], "dense", "COSINE", n)
+        bm25 = self._search(expr, [query], "sparse", "BM25", n)
+        return fuse(dense, bm25, self.weights, k)
+
+    def _search(self, expr: str, data: list[Any], field: str, metric: str, limit: int) -> list[Hit]:
+        res = self.client.search(
+            self.collection,
+            data=data,
+            anns_field=field,
+            limit=limit,
+            filter=expr,
+            output_fields=_HIT_FIELDS,
+            search_params={"metric_type": metric},
+        )
+        return [_hit(row) for row in res[0]]
+
+    # --- helpers ---------------------------------------------------------------------------------------------
+    def _query(self, expr: str, fields: list[str], *, bounded: bool = False) -> list[dict[str, Any]]:
+        """Rows matching expr; `bounded` (at most MAX_QUERY_ROWS) takes one round trip instead of an iterator."""
+        self.ensure_collection()
+        if bounded:
+            return list(self.client.query(self.collection, filter=expr, output_fields=fields, limit=MAX_QUERY_ROWS))
+        rows: list[dict[str, Any]] = []
+        iterator = self.client.query_iterator(self.collection, batch_size=1000, filter=expr, output_fields=fields)
+        try:
+            while batch := iterator.next():
+                rows.extend(batch)
+        finally:
+            iterator.close()
+        return rows
+
+    def _documents(self, expr: str, *, bounded: bool = False) -> list[DocumentInfo]:
+        fields = ["doc_id", "source", "title", "scope", "content_hash", "created_at"]
+        docs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        for row in self._query(expr, fields, bounded=bounded):
+            docs.setdefault((row["scope"], row["doc_id"], row["content_hash"]), []).append(row)
+        return sorted(
+            (
+                DocumentInfo(
+                    doc_id=doc_id,
+                    source=rows[0]["source"],
+                    title=rows[0]["title"],
+                    scope=scope,
+                    chunks=len(rows),
+                    content_hash=h,
+                    updated_at=float(rows[0]["created_at"]),
+                )
+                for (scope, doc_id, h), rows in docs.items()
+            ),
+            key=lambda d: (d.scope, d.doc_id),
+        )
+
+
+def _hit(row: dict[str, Any]) -> Hit:
+    e = row.get("entity", row)
+    return Hit(
+        doc_id=e["doc_id"],
+        source=e["source"],
+        title=e["title"],
+        heading=e["heading"],
+        scope=e["scope"],
+        chunk=int(e["chunk"]),
+        text=e["text"],
+        score=float(row.get("distance", 0.0)),
+    )

@@ -1,0 +1,114 @@
+"""All configuration in one typed place.
+
+Settings are read from the environment (and a `.env` file) when `get_settings()` is first called, never at
+import time, so tests and each process can build their own. Every process asks only for what it needs through
+`Settings.require(...)`, which fails at start with the name of the missing environment variable.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EmbeddingModelName = Literal["use-multilingual", "minilm", "e5-small"]
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or wrong; the message names the environment variable to fix."""
+
+
+def _env(name: str) -> AliasChoices:
+    """Accept both the plain name (e.g. REDIS_URL, what operators expect) and the EXPERTBOT_ prefixed one."""
+    return AliasChoices(name, f"EXPERTBOT_{name}")
+
+
+class Settings(BaseSettings):
+    """expertbot's settings. Environment variable names are given in `.env.example`."""
+
+    model_config = SettingsConfigDict(env_prefix="EXPERTBOT_", env_file=".env", extra="ignore", populate_by_name=True)
+
+    # --- where state lives ---------------------------------------------------------------------------------
+    data_dir: Path = Field(Path(".expertbot"), description="Local state: Milvus Lite data, embedded Redis.")
+
+    # --- services: unset means "the embedded local stack" ----------------------------------------------------
+    redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
+    milvus_uri: str | None = Field(None, validation_alias=_env("MILVUS_URI"))
+    milvus_token: str | None = Field(None, validation_alias=_env("MILVUS_TOKEN"))
+    local_redis_port: int = Field(6390, ge=1, le=65535)
+    local_milvus_port: int = Field(19530, ge=1, le=65535)
+    collection: str = Field("expertbot_chunks", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+    # --- knowledge base --------------------------------------------------------------------------------------
+    embedding_model: EmbeddingModelName = "use-multilingual"
+    chunk_chars: int = Field(1000, ge=200, le=8000)
+    max_upload_mb: float = Field(25.0, gt=0)
+    embed_batch: int = Field(32, ge=1, le=1024)
+
+    # --- tenancy for the local console and CLI ---------------------------------------------------------------
+    default_tenant: str = "local"
+    default_scope: str = "console"
+
+    # --- workers ---------------------------------------------------------------------------------------------
+    worker_concurrency: int = Field(1, ge=1)
+    job_visibility_s: int = Field(
+        10, ge=3, description="A job whose worker died is handed to another worker after about this long."
+    )
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.local_redis_port}/0"
+
+    @property
+    def effective_milvus_uri(self) -> str:
+        return self.milvus_uri or f"http://127.0.0.1:{self.local_milvus_port}"
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def uses_embedded_milvus(self) -> bool:
+        return self.milvus_uri is None
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def require(self, *fields: str) -> Settings:
+        """Fail with a clear message when a setting this process needs is empty."""
+        missing = [f for f in fields if getattr(self, f) in (None, "")]
+        if missing:
+            names = ", ".join(_env_name(f) for f in missing)
+            raise ConfigError(f"missing setting(s): {names} (see .env.example)")
+        return self
+
+
+def _env_name(field: str) -> str:
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"EXPERTBOT_{field.upper()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment; a wrong value becomes a ConfigError naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(f"{_loc_name(err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"invalid setting(s): {problems}") from None
+
+
+def _loc_name(loc: tuple[int | str, ...]) -> str:
+    field = str(loc[0]) if loc else ""
+    return _env_name(field) if field in Settings.model_fields else field
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built on first use."""
+    return load_settings()

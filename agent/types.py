@@ -1,0 +1,109 @@
+"""The small value types that cross module boundaries: audiences, chunks, search hits, chat requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+TENANT_WIDE = "*"
+"""The scope of documents every conversation of a tenant may see."""
+
+Route = Literal["retrieve", "domain", "smalltalk"]
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Who may see a document: one tenant (workspace/team) and one scope (channel, chat, DM or tenant-wide)."""
+
+    tenant: str
+    scope: str
+
+    def __post_init__(self) -> None:
+        if not self.tenant or not self.scope:
+            raise ValueError("an audience needs both a tenant and a scope")
+
+    @property
+    def visible_scopes(self) -> list[str]:
+        """A question asked in this scope sees the scope's own documents and the tenant-wide ones."""
+        return [self.scope] if self.scope == TENANT_WIDE else [self.scope, TENANT_WIDE]
+
+
+@dataclass(frozen=True)
+class Section:
+    """A run of a document's text under one heading path ("Guide > Install > Linux")."""
+
+    heading: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    title: str
+    kind: str
+    sections: list[Section]
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(s.text for s in self.sections)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One searchable passage, with the title and heading it came from."""
+
+    number: int
+    title: str
+    heading: str
+    text: str
+
+    @property
+    def embedding_text(self) -> str:
+        """What is embedded and indexed: the passage with its title and heading as context."""
+        context = " > ".join(p for p in (self.title, self.heading) if p)
+        return f"{context}\n{self.text}" if context else self.text
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved passage with where it came from."""
+
+    doc_id: str
+    source: str
+    title: str
+    heading: str
+    scope: str
+    chunk: int
+    text: str
+    score: float
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    doc_id: str
+    source: str
+    title: str
+    scope: str
+    chunks: int
+    content_hash: str
+    updated_at: float
+
+
+@dataclass
+class ChatRequest:
+    """One message to answer, in platform-neutral terms."""
+
+    text: str
+    audience: Audience
+    user: str = "local-user"
+    thread: str = "console"
+    forced_route: Route | None = None
+
+
+@dataclass
+class ChatReply:
+    text: str
+    route: Route
+    confidence: float
+    why: str
+    sources: list[Hit] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,268 @@
+"""`expertbot`: the command line. Each command is a thin shell over the chat core, the knowledge base or the
+job client; results go to stdout (JSON with --json), progress and diagnostics to stderr."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agent.settings import ConfigError, Settings, get_settings
+from agent.types import TENANT_WIDE, Audience
+
+app = typer.Typer(help="expertbot: your company's domain expert in chat.", no_args_is_help=True)
+
+
+@app.callback()
+def _logging(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")] = False) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # pymilvus warns on every query iterator against Milvus Lite
+        logging.getLogger("pymilvus").setLevel(logging.ERROR)
+
+
+docs_app = typer.Typer(help="List or forget documents.", no_args_is_help=True)
+eval_app = typer.Typer(help="Measure quality on an evaluation set.", no_args_is_help=True)
+bench_app = typer.Typer(help="Measure speed.", no_args_is_help=True)
+app.add_typer(docs_app, name="docs")
+app.add_typer(eval_app, name="eval")
+app.add_typer(bench_app, name="bench")
+
+err = Console(stderr=True)
+out = Console()
+
+ScopeOpt = Annotated[
+    str | None, typer.Option("--scope", help=f"Conversation scope; '{TENANT_WIDE}' means tenant-wide.")
+]
+TenantOpt = Annotated[str | None, typer.Option("--tenant", help="Workspace / team id.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _audience(settings: Settings, tenant: str | None, scope: str | None) -> Audience:
+    return Audience(tenant or settings.default_tenant, scope or settings.default_scope)
+
+
+def _print_json(data: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+@app.command()
+def up(
+    chat: Annotated[bool, typer.Option("--chat/--no-chat", help="Open the chat console once started.")] = True,
+) -> None:
+    """Start the local stack (Milvus Lite, Redis unless REDIS_URL is set, a worker); Ctrl-C stops it all."""
+    from bot.stack import LocalStack, StackError
+
+    settings = _settings()
+    try:
+        with LocalStack(settings) as stack:
+            if chat:
+                from bot.console import run_console
+
+                run_console(settings)
+            else:
+                err.print("stack is up; press Ctrl-C to stop it")
+                stack.wait()
+    except KeyboardInterrupt:
+        pass
+    except StackError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def chat(tenant: TenantOpt = None, scope: ScopeOpt = None) -> None:
+    """Chat with the bot in this terminal (needs the stack: `expertbot up --no-chat` in another one)."""
+    from bot.console import run_console
+
+    settings = _settings()
+    run_console(settings, _audience(settings, tenant, scope))
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to share with the bot.")],
+    tenant: TenantOpt = None,
+    scope: ScopeOpt = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the jobs and show their progress.")] = False,
+) -> None:
+    """Queue documents for ingestion by the workers."""
+    from bot.jobs import follow_jobs
+    from workers.client import submit_ingest
+
+    settings = _settings()
+    audience = _audience(settings, tenant, scope)
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise _fail(f"no such file or folder: {', '.join(missing)}")
+    # A file's document id is its name, as when it is shared in chat; inside a folder, its relative path.
+    files = [(path, path.name) for path in paths if path.is_file()] + [
+        (p, p.relative_to(path).as_posix())
+        for path in paths
+        if path.is_dir()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    ]
+    jobs: dict[str, str] = {}
+    for path, doc_id in files:
+        if path.stat().st_size > settings.max_upload_bytes:
+            err.print(f"[yellow]skipped[/] {path}: over the {settings.max_upload_mb:g} MB limit")
+            continue
+        jobs[submit_ingest(settings, audience, path.read_bytes(), path.name, doc_id)] = doc_id
+    err.print(f"queued {len(jobs)} document(s) for {audience.tenant}/{audience.scope}")
+    if not wait:
+        for job_id, name in jobs.items():
+            out.print(f"{job_id}  {name}")
+        return
+    failed = follow_jobs(jobs, err)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def search(
+    question: str,
+    tenant: TenantOpt = None,
+    scope: ScopeOpt = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=50)] = 5,
+    mode: Annotated[str, typer.Option(help="hybrid, dense or bm25")] = "hybrid",
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the best passages for a question, as the bot would see them."""
+    from agent.knowledge.service import open_knowledge
+
+    settings = _settings()
+    if mode not in ("hybrid", "dense", "bm25"):
+        raise _fail("--mode must be hybrid, dense or bm25", 2)
+    hits = open_knowledge(settings).search(_audience(settings, tenant, scope), question, k=k, mode=mode)  # type: ignore[arg-type]
+    if as_json:
+        _print_json({"hits": [h.__dict__ for h in hits]})
+        return
+    if not hits:
+        out.print("nothing found in the documents visible from this scope")
+    for i, h in enumerate(hits, 1):
+        out.print(
+            f"[bold][{i}] {h.title}[/] — {h.heading or '(top)'}  [dim]{h.doc_id} · scope {h.scope} · {h.score:.3f}[/]"
+        )
+        out.print("    " + " ".join(h.text.split())[:300])
+
+
+@docs_app.command("list")
+def docs_list(tenant: TenantOpt = None, scope: ScopeOpt = None, as_json: JsonOpt = False) -> None:
+    """Documents visible from a scope (all of the tenant's without --scope)."""
+    from agent.knowledge.service import open_knowledge
+
+    settings = _settings()
+    tenant_id = tenant or settings.default_tenant
+    scopes = Audience(tenant_id, scope).visible_scopes if scope else None
+    docs = open_knowledge(settings).store.list_documents(tenant_id, scopes)
+    if as_json:
+        _print_json({"documents": [d.__dict__ for d in docs]})
+        return
+    table = Table("scope", "document", "title", "chunks")
+    for d in docs:
+        table.add_row(d.scope, d.doc_id, d.title, str(d.chunks))
+    out.print(table)
+
+
+@docs_app.command("forget")
+def docs_forget(doc_id: str, tenant: TenantOpt = None, scope: ScopeOpt = None) -> None:
+    """Remove a document (every chunk of it) from one scope."""
+    from agent.knowledge.service import open_knowledge
+
+    settings = _settings()
+    removed = open_knowledge(settings).store.forget(_audience(settings, tenant, scope), doc_id)
+    if not removed:
+        raise _fail(f"no document {doc_id!r} in that scope (see `expertbot docs list`)")
+    out.print(f"forgot {doc_id}: {removed} chunks removed")
+
+
+@app.command()
+def status(as_json: JsonOpt = False) -> None:
+    """Health of Redis, Milvus and the workers, with queue depths and knowledge-base size."""
+    from bot.health import check_health
+
+    report = check_health(_settings())
+    if as_json:
+        _print_json(report)
+    else:
+        for key, value in report.items():
+            out.print(f"{key:>12}: {value}")
+    if not report.get("ok"):
+        raise typer.Exit(1)
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    corpus: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Folder of documents.")],
+    qa: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Questions, one JSON object a line.")],
+    k: Annotated[int, typer.Option(help="Report recall at this k (besides 1 and 5).")] = 5,
+    all_modes: Annotated[bool, typer.Option("--all-modes", help="Also score dense-only and BM25-only.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest a corpus into a temporary knowledge base and score retrieval on the questions."""
+    from agent.evaluation import evaluate_retrieval
+
+    modes: tuple[Any, ...] = ("hybrid", "dense", "bm25") if all_modes else ("hybrid",)
+    report = evaluate_retrieval(_settings(), corpus, qa, modes=modes, k=k)
+    if as_json:
+        _print_json(report)
+        return
+    table = Table("mode", "R@1", "R@5", f"R@{k}", "MRR@10", "R@5 en", "R@5 other", "ms/question")
+    for mode, r in report["by_mode"].items():
+        table.add_row(
+            mode,
+            str(r["recall_at_1"]),
+            str(r["recall_at_5"]),
+            str(r[f"recall_at_{k}"]),
+            str(r["mrr_at_10"]),
+            str(r["recall_at_5_en"]),
+            str(r["recall_at_5_other"]),
+            str(r["search_ms_mean"]),
+        )
+    out.print(table)
+    out.print(f"{report['questions']} questions, {report['chunks']} chunks, model {report['embedding_model']}")
+
+
+@bench_app.command("ingest")
+def bench_ingest(corpus: Annotated[Path, typer.Option(exists=True, file_okay=False)], as_json: JsonOpt = False) -> None:
+    """End-to-end ingestion speed (Redis → worker → Milvus) beside raw embedding speed on the same chunks."""
+    from bot.bench import bench_ingest as run
+
+    report = run(_settings(), corpus)
+    _print_json(report) if as_json else out.print(report)
+
+
+@bench_app.command("search")
+def bench_search(
+    chunks: Annotated[int, typer.Option("--chunks", min=100)] = 100_000,
+    queries: Annotated[int, typer.Option("--queries", min=10)] = 200,
+    as_json: JsonOpt = False,
+) -> None:
+    """Latency of a filtered top-5 search (hybrid, dense-only, BM25-only) over N chunks."""
+    from bot.bench import bench_search as run
+
+    report = run(_settings(), chunks, queries)
+    _print_json(report) if as_json else out.print(report)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

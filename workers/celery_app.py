@@ -1,0 +1,80 @@
+"""The Celery application: queues, routes and the reliability settings every worker runs with.
+
+Configuration is computed lazily from `agent.settings` (when Celery first reads it), not at import.
+
+Reliability: jobs are acknowledged only when finished (`acks_late`) and requeued when a worker process dies
+(`task_reject_on_worker_lost`). With Redis, a message taken by a worker that was killed outright only comes back
+after the transport's visibility timeout (an hour by default). We set that timeout to a few seconds so lost jobs
+return quickly, and `UnackedHeartbeat` keeps the messages of jobs that are still running from being handed out
+again: every two seconds it renews, in Redis, the timestamp of each message this worker holds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from celery import Celery, bootsteps
+
+from agent.settings import get_settings
+from workers.names import FORGET_DOCUMENT, INGEST_DOCUMENT, INGEST_QUEUE, TRAIN_QUEUE
+
+
+def celery_config() -> dict[str, Any]:
+    settings = get_settings()
+    url = settings.effective_redis_url
+    return {
+        "broker_url": url,
+        "result_backend": url,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_track_started": True,
+        "result_extended": True,
+        "result_expires": 7 * 24 * 3600,
+        "task_default_queue": INGEST_QUEUE,
+        "task_routes": {INGEST_DOCUMENT: {"queue": INGEST_QUEUE}, FORGET_DOCUMENT: {"queue": INGEST_QUEUE}},
+        "task_create_missing_queues": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": settings.job_visibility_s,
+            "unacked_restore_interval": 1,
+            "unacked_restore_throttle": 1,
+        },
+        "worker_hijack_root_logger": False,
+    }
+
+
+class UnackedHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Renew the Redis visibility timestamps of the messages this worker is working on."""
+
+    requires: ClassVar[set[str]] = {"celery.worker.consumer.tasks:Tasks"}
+    interval_s = 2.0
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self._timer: Any = None
+
+    def start(self, c: Any) -> None:
+        self._timer = c.timer.call_repeatedly(self.interval_s, self.renew, (c,), priority=10)
+
+    def renew(self, c: Any) -> None:
+        channel: Any = getattr(c.task_consumer, "channel", None)
+        qos = getattr(channel, "qos", None)
+        # kombu's virtual QoS keeps every delivered, unacknowledged message in `_delivered`.
+        tags = list(getattr(qos, "_delivered", {}).keys())
+        if tags and hasattr(channel, "unacked_index_key"):
+            now = time.time()
+            channel.client.zadd(channel.unacked_index_key, dict.fromkeys(tags, now), xx=True)
+
+    def stop(self, c: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+app = Celery("expertbot", include=["workers.tasks"])
+app.add_defaults(celery_config)
+app.steps["consumer"].add(UnackedHeartbeat)
+
+QUEUES = (INGEST_QUEUE, TRAIN_QUEUE)

@@ -1,0 +1,98 @@
+"""Enqueue jobs and read their progress by job id: the only part of `workers/` that chat surfaces import.
+
+Jobs are sent by task name (`send_task`), so a surface never imports the task code or its heavy dependencies.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from celery.result import AsyncResult
+
+from agent.settings import Settings
+from agent.types import Audience
+from workers import blobs
+from workers.celery_app import QUEUES, app
+from workers.names import FORGET_DOCUMENT, INGEST_DOCUMENT, INGEST_QUEUE
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """Where a job stands. `state` is queued, running, done or error; `result` is set once done."""
+
+    job_id: str
+    state: str
+    stage: str = ""
+    done: int = 0
+    total: int = 0
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "error")
+
+
+def submit_ingest(
+    settings: Settings,
+    audience: Audience,
+    data: bytes,
+    source: str,
+    doc_id: str | None = None,
+    *,
+    queue: str = INGEST_QUEUE,
+) -> str:
+    """Park the file in Redis and queue its ingestion; returns the job id."""
+    key = blobs.store(settings, data)
+    result = app.send_task(INGEST_DOCUMENT, args=[key, source, audience.tenant, audience.scope, doc_id], queue=queue)
+    return str(result.id)
+
+
+def submit_forget(audience: Audience, doc_id: str) -> str:
+    result = app.send_task(
+        FORGET_DOCUMENT, args=[audience.tenant, audience.scope, doc_id], queue=INGEST_QUEUE
+    )
+    return str(result.id)
+
+
+def job_status(job_id: str) -> JobStatus:
+    res = AsyncResult(job_id, app=app)
+    state, info = res.state, res.info
+    if state == "PROGRESS" and isinstance(info, dict):
+        return JobStatus(
+            job_id, "running", info.get("stage", ""), int(info.get("done", 0)), int(info.get("total", 0))
+        )
+    if state == "STARTED":
+        return JobStatus(job_id, "running", "starting")
+    if state == "SUCCESS":
+        result = info if isinstance(info, dict) else {"value": info}
+        return JobStatus(job_id, "done", "done", result=result)
+    if state == "FAILURE":
+        return JobStatus(job_id, "error", error=f"{type(info).__name__}: {info}")
+    if state == "RETRY":
+        return JobStatus(job_id, "running", "waiting to retry", error=str(info))
+    return JobStatus(job_id, "queued", "queued")
+
+
+def wait_for_job(job_id: str, timeout_s: float = 600, poll_s: float = 0.25) -> JobStatus:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = job_status(job_id)
+        if status.finished or time.monotonic() > deadline:
+            return status
+        time.sleep(poll_s)
+
+
+def queue_depths(settings: Settings) -> dict[str, int]:
+    """Jobs waiting in each queue (jobs being worked on are not counted)."""
+    client = redis.Redis.from_url(settings.effective_redis_url)
+    return {q: int(client.llen(q)) for q in QUEUES}
+
+
+def ping_workers(timeout_s: float = 1.0) -> list[str]:
+    """Names of the workers that answered."""
+    replies = app.control.ping(timeout=timeout_s) or []
+    return sorted(name for reply in replies for name in reply)

@@ -1,0 +1,7 @@
+"""Queue and task names: the only contract between the processes that enqueue jobs and the workers."""
+
+INGEST_QUEUE = "ingest"
+TRAIN_QUEUE = "train"
+
+INGEST_DOCUMENT = "expertbot.ingest_document"
+FORGET_DOCUMENT = "expertbot.forget_document"
