@@ -1,58 +1,235 @@
-"""The chat core: `answer(request) -> reply`, the one entry point every surface (console, Slack, Teams) calls.
+"""The chat core: `ChatCore.answer(request) -> reply`, the one entry point every surface (console, CLI, Slack,
+Teams) calls.
 
-For now every question takes the retrieval route and is answered with the best passages and their citations;
-the routing agent and the domain model plug in here without any surface changing.
+A small LangGraph graph: `understand` (forced route, language, search, route decision) then one of `retrieve`,
+`domain` or `smalltalk`. Each thread's conversation is kept by a LangGraph checkpointer (SQLite on the embedded
+stack), so follow-up questions see what came before. The thread key includes tenant and scope, so memory can
+never carry one conversation's documents into another.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
+from dataclasses import asdict
+from typing import Annotated, Any, TypedDict
 
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+
+from agent.answering import (
+    cited_numbers,
+    domain_system_prompt,
+    extract_answer,
+    retrieval_system_prompt,
+    sources_block,
+)
 from agent.knowledge.service import Knowledge
-from agent.types import ChatReply, ChatRequest, Hit
+from agent.language import detect_language, phrase
+from agent.routing import SemanticRouter, parse_forced_route
+from agent.settings import Settings
+from agent.types import Audience, ChatReply, ChatRequest, Hit, Route
 
 MAX_QUESTION_CHARS = 4000
-_SNIPPET_CHARS = 400
+RELEVANCE_FLOOR = 0.18
+"""Below this cosine similarity between question and best passage, the documents do not hold the answer."""
+FOLLOW_UP_CHARS = 60
+FOLLOW_UP_CONFIDENCE = 0.5
+"""An unsure route for a short follow-up ("and on Linux?") yields to the route of the question it follows."""
+HISTORY_MESSAGES = 6
 
 
-def _snippet(hit: Hit) -> str:
-    text = " ".join(hit.text.split())
-    return text if len(text) <= _SNIPPET_CHARS else text[: _SNIPPET_CHARS - 1].rstrip() + "…"
+class ChatState(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    question: str
+    tenant: str
+    scope: str
+    forced: Route | None
+    language: str
+    route: Route
+    confidence: float
+    why: str
+    hits: list[dict[str, Any]]
+    answer: str
+    sources: list[dict[str, Any]]
+    timings: dict[str, float]
+
+
+def _ms(since: float) -> float:
+    return round(1000 * (time.perf_counter() - since), 1)
+
+
+def _relevant(hits: list[Hit]) -> bool:
+    return max((h.similarity or 0.0 for h in hits), default=0.0) >= RELEVANCE_FLOOR
+
+
+def _renumber(text: str, cited: list[int]) -> str:
+    """Rewrite [n] citations so that they number the listed sources 1, 2, ... in order."""
+    mapping = {old: new for new, old in enumerate(cited, 1)}
+    for old, new in sorted(mapping.items()):
+        text = text.replace(f"[{old}]", f"[\x00{new}]")
+    return text.replace("\x00", "")
 
 
 class ChatCore:
-    def __init__(self, knowledge: Knowledge, *, k: int = 3) -> None:
+    def __init__(
+        self,
+        knowledge: Knowledge,
+        *,
+        llm: BaseChatModel | None = None,
+        router: SemanticRouter | None = None,
+        checkpointer: BaseCheckpointSaver[Any] | None = None,
+        k: int = 6,
+    ) -> None:
         self.knowledge = knowledge
+        self.llm = llm
+        self.router = router or SemanticRouter(knowledge.embeddings)
         self.k = k
+        graph = StateGraph(ChatState)
+        graph.add_node("understand", self._understand)
+        graph.add_node("retrieve", self._retrieve)
+        graph.add_node("domain", self._domain)
+        graph.add_node("smalltalk", self._smalltalk)
+        graph.add_edge(START, "understand")
+        graph.add_conditional_edges("understand", lambda s: s["route"], ["retrieve", "domain", "smalltalk"])
+        for node in ("retrieve", "domain", "smalltalk"):
+            graph.add_edge(node, END)
+        self.graph = graph.compile(checkpointer=checkpointer or InMemorySaver())
 
     def answer(self, request: ChatRequest) -> ChatReply:
-        question = request.text.strip()[:MAX_QUESTION_CHARS]
-        if not question:
-            return ChatReply(
-                "Ask me a question about the documents shared here, or share a document with me.",
-                route="smalltalk",
-                confidence=1.0,
-                why="empty message",
-            )
+        """Answer one message; the reply says which route answered, how sure the router was, and why."""
         started = time.perf_counter()
-        hits = self.knowledge.search(request.audience, question, k=self.k)
-        search_ms = round(1000 * (time.perf_counter() - started), 1)
-        if not hits:
-            return ChatReply(
-                "I found nothing about that in the documents shared here. Share the document that has the "
-                "answer with me and ask again.",
-                route="retrieve",
-                confidence=0.0,
-                why="no document is visible from this conversation",
-                timings_ms={"search": search_ms},
-            )
-        lines = ["Here is what the shared documents say:"]
-        lines += [f"[{i}] {_snippet(h)}" for i, h in enumerate(hits, 1)]
+        text = request.text.strip()
+        if not text:
+            return ChatReply(phrase("smalltalk", "en"), "smalltalk", 1.0, "empty message")
+        key = "\x1f".join((request.audience.tenant, request.audience.scope, request.thread))
+        state: ChatState = {
+            "question": text[:MAX_QUESTION_CHARS],
+            "tenant": request.audience.tenant,
+            "scope": request.audience.scope,
+            "forced": request.forced_route,
+        }
+        out = self.graph.invoke(state, {"configurable": {"thread_id": key}})
+        timings = dict(out.get("timings", {}))
+        timings["total"] = _ms(started)
         return ChatReply(
-            "\n\n".join(lines),
-            route="retrieve",
-            confidence=1.0,
-            why="answered from the best passages",
-            sources=hits,
-            timings_ms={"search": search_ms},
+            text=out["answer"],
+            route=out["route"],
+            confidence=round(float(out["confidence"]), 3),
+            why=out["why"] + (" (message shortened)" if len(text) > MAX_QUESTION_CHARS else ""),
+            sources=[Hit(**h) for h in out.get("sources", [])],
+            timings_ms=timings,
         )
+
+    # --- graph nodes -----------------------------------------------------------------------------------------
+    def _understand(self, state: ChatState) -> dict[str, Any]:
+        started = time.perf_counter()
+        forced, text = parse_forced_route(state["question"])
+        forced = state.get("forced") or forced
+        language = detect_language(text)
+        audience = Audience(state["tenant"], state["scope"])
+        previous = [m.content for m in state.get("messages", []) if isinstance(m, HumanMessage)]
+        query, follow_up = text, False
+        if previous and len(text) < FOLLOW_UP_CHARS and forced != "smalltalk":
+            query, follow_up = f"{previous[-1]} {text}", True  # "and on Linux?" needs its antecedent
+        hits = (
+            self.knowledge.search(audience, query, k=self.k, one_per_document=False)
+            if text and forced != "smalltalk"
+            else []
+        )
+        search_ms = _ms(started)
+        relevance = max((h.similarity or 0.0 for h in hits), default=0.0)
+        if forced:
+            route, confidence, why = forced, 1.0, f"route forced to {forced}"
+        else:
+            decision = self.router.decide(text, retrieval_score=relevance)
+            route, confidence, why = decision.route, decision.confidence, decision.why
+            previous_route = state.get("route")
+            if follow_up and previous_route and previous_route != route and confidence < FOLLOW_UP_CONFIDENCE:
+                route, why = previous_route, f"short follow-up kept the previous route ({why})"
+        if follow_up and route == "retrieve":
+            why += "; follow-up: searched together with the previous question"
+        return {
+            "question": text,
+            "language": language,
+            "route": route,
+            "confidence": confidence,
+            "why": why,
+            "hits": [asdict(h) for h in hits],
+            "sources": [],
+            "timings": {"search": search_ms, "understand": _ms(started)},
+        }
+
+    def _retrieve(self, state: ChatState) -> dict[str, Any]:
+        started = time.perf_counter()
+        hits = [Hit(**h) for h in state["hits"]]
+        question, language = state["question"], state["language"]
+        if not _relevant(hits):
+            answer, used = phrase("nothing_found", language), []
+        elif self.llm is not None:
+            prompt = [SystemMessage(retrieval_system_prompt(language) + "\n\n" + sources_block(hits))]
+            reply = self.llm.invoke([*prompt, *self._history(state), HumanMessage(question)])
+            text = str(reply.content).strip()
+            cited = cited_numbers(text, len(hits)) or list(range(1, min(3, len(hits)) + 1))
+            answer, used = _renumber(text, cited), cited
+        else:
+            extract = extract_answer(question, hits, self.knowledge.embeddings)
+            answer = phrase("from_docs", language) + "\n" + _renumber(extract.text, extract.cited)
+            used = extract.cited
+        return self._finish(state, answer, [hits[n - 1] for n in used], started)
+
+    def _domain(self, state: ChatState) -> dict[str, Any]:
+        started = time.perf_counter()
+        if self.llm is None:  # say so plainly, then show what the documents say, if anything relevant
+            hits = [Hit(**h) for h in state["hits"]]
+            if not _relevant(hits):
+                return self._finish(state, phrase("no_domain_model", state["language"]), [], started)
+            extract = extract_answer(state["question"], hits, self.knowledge.embeddings)
+            answer = "\n\n".join(
+                (
+                    phrase("no_domain_model", state["language"]),
+                    phrase("from_docs", state["language"]),
+                    _renumber(extract.text, extract.cited),
+                )
+            )
+            return self._finish(state, answer, [hits[n - 1] for n in extract.cited], started)
+        messages = [SystemMessage(domain_system_prompt(state["language"])), *self._history(state)]
+        reply = self.llm.invoke([*messages, HumanMessage(state["question"])])
+        return self._finish(state, str(reply.content).strip(), [], started)
+
+    def _smalltalk(self, state: ChatState) -> dict[str, Any]:
+        return self._finish(state, phrase("smalltalk", state["language"]), [], time.perf_counter())
+
+    # --- helpers ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _history(state: ChatState) -> list[BaseMessage]:
+        history: list[BaseMessage] = [*state.get("messages", [])]
+        return history[-HISTORY_MESSAGES:]
+
+    @staticmethod
+    def _finish(state: ChatState, answer: str, sources: list[Hit], started: float) -> dict[str, Any]:
+        timings = {**state.get("timings", {}), "answer": _ms(started)}
+        return {
+            "answer": answer,
+            "sources": [asdict(h) for h in sources],
+            "timings": timings,
+            "messages": [HumanMessage(state["question"]), AIMessage(answer)],
+        }
+
+
+def make_chat_core(settings: Settings, *, knowledge: Knowledge | None = None) -> ChatCore:
+    """The chat core as configured: generator from settings, memory in SQLite under the data folder."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from agent.knowledge.service import open_knowledge
+    from agent.models.factory import make_chat_model
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(settings.data_dir / "memory.sqlite", check_same_thread=False)
+    return ChatCore(
+        knowledge or open_knowledge(settings), llm=make_chat_model(settings), checkpointer=SqliteSaver(conn)
+    )

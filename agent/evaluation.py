@@ -20,7 +20,7 @@ from agent.knowledge.ingest import ingest_bytes
 from agent.knowledge.service import Knowledge
 from agent.knowledge.store import KnowledgeStore, SearchMode
 from agent.settings import Settings
-from agent.types import Audience
+from agent.types import Audience, ChatRequest, Route
 
 EVAL_AUDIENCE = Audience("eval", "corpus")
 
@@ -121,12 +121,9 @@ def evaluate_retrieval(
 ) -> dict[str, Any]:
     questions = read_questions(qa_file)
 
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr)
-
     with tempfile.TemporaryDirectory(prefix="expertbot-eval-") as tmp:
         started = time.perf_counter()
-        knowledge, chunks = build_knowledge(settings, corpus, Path(tmp) / "eval.db", log)
+        knowledge, chunks = build_knowledge(settings, corpus, Path(tmp) / "eval.db", _stderr)
         ingest_s = time.perf_counter() - started
         results = {mode: score(knowledge, questions, mode=mode, k=k) for mode in modes}
         knowledge.store.client.close()
@@ -138,3 +135,78 @@ def evaluate_retrieval(
         by_mode={m: {k: v for k, v in r.items() if k != "misses_at_5"} for m, r in results.items()},
     )
     return report
+
+
+@dataclass(frozen=True)
+class AnswerQuestion:
+    question: str
+    language: str
+    gold_docs: frozenset[str]
+    answer_keys: tuple[str, ...]
+
+
+def read_answer_questions(path: Path) -> list[AnswerQuestion]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        AnswerQuestion(r["question"], r.get("language", ""), frozenset(r["gold_docs"]), tuple(r["answer_keys"]))
+        for r in rows
+    ]
+
+
+def evaluate_answers(settings: Settings, corpus: Path, qa_file: Path, *, forced: Route | None = None) -> dict[str, Any]:
+    """Share of answers quoting one of the question's answer keys, and share citing a gold document."""
+    from agent.chat import ChatCore
+    from agent.models.factory import make_chat_model
+
+    questions = read_answer_questions(qa_file)
+    with tempfile.TemporaryDirectory(prefix="expertbot-eval-") as tmp:
+        knowledge, chunks = build_knowledge(settings, corpus, Path(tmp) / "eval.db", _stderr)
+        core = ChatCore(knowledge, llm=make_chat_model(settings))
+        key_hits = gold_hits = 0
+        routes: dict[str, int] = {}
+        misses: list[dict[str, Any]] = []
+        started = time.perf_counter()
+        for n, q in enumerate(questions):
+            reply = core.answer(ChatRequest(q.question, EVAL_AUDIENCE, thread=f"eval-{n}", forced_route=forced))
+            routes[reply.route] = routes.get(reply.route, 0) + 1
+            has_key = any(k.casefold() in reply.text.casefold() for k in q.answer_keys)
+            cites_gold = any(s.doc_id in q.gold_docs for s in reply.sources)
+            key_hits += has_key
+            gold_hits += cites_gold
+            if not (has_key and cites_gold):
+                misses.append({"question": q.question, "route": reply.route, "key": has_key, "gold": cites_gold})
+        elapsed = time.perf_counter() - started
+        knowledge.store.client.close()
+    total = max(len(questions), 1)
+    return {
+        "questions": len(questions),
+        "generator": settings.generator,
+        "answer_key_rate": round(key_hits / total, 3),
+        "gold_citation_rate": round(gold_hits / total, 3),
+        "routes": routes,
+        "ms_per_answer": round(1000 * elapsed / total, 1),
+        "chunks": chunks,
+        "misses": misses,
+    }
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def routing_report(settings: Settings, data: Path, corpus: Path | None = None) -> dict[str, Any]:
+    """Evaluate the router on labelled messages; with a corpus, each message also carries its search score."""
+    from agent.eval_routing import evaluate_routing, read_routing_data
+    from agent.routing import SemanticRouter
+
+    rows = read_routing_data(data)
+    router = SemanticRouter(get_embeddings(settings.embedding_model))
+    if corpus is None:
+        return evaluate_routing(router, rows)
+    with tempfile.TemporaryDirectory(prefix="expertbot-eval-") as tmp:
+        knowledge, _ = build_knowledge(settings, corpus, Path(tmp) / "eval.db", _stderr)
+        for row in rows:
+            hits = knowledge.search(EVAL_AUDIENCE, row["text"], k=5)
+            row["retrieval_score"] = max((h.similarity or 0.0 for h in hits), default=0.0)
+        knowledge.store.client.close()
+    return evaluate_routing(router, rows)

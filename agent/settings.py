@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EmbeddingModelName = Literal["use-multilingual", "minilm", "e5-small"]
+GeneratorName = Literal["extractive", "phi3", "openai"]
 
 
 class ConfigError(RuntimeError):
@@ -48,6 +49,18 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(25.0, gt=0)
     embed_batch: int = Field(32, ge=1, le=1024)
 
+    # --- answering ------------------------------------------------------------------------------------------
+    generator: GeneratorName = Field(
+        "extractive", description="extractive (no model), phi3 (transformers, in-process) or openai (a server)."
+    )
+    phi3_model: str = Field("microsoft/Phi-3-mini-4k-instruct", description="Hub id or local folder.")
+    phi3_4bit: bool = Field(True, description="Load in 4-bit (bitsandbytes NF4) when CUDA is available.")
+    adapters_dir: Path | None = Field(None, description="Adapter registry; default <data_dir>/adapters.")
+    openai_base_url: str | None = Field(None, description="e.g. a vLLM server: http://gpu-1:8000/v1")
+    openai_api_key: str | None = None
+    openai_model: str = Field("phi3-domain", description="Model (or LoRA adapter) name served there.")
+    max_new_tokens: int = Field(320, ge=16, le=4096)
+
     # --- tenancy for the local console and CLI ---------------------------------------------------------------
     default_tenant: str = "local"
     default_scope: str = "console"
@@ -73,6 +86,10 @@ class Settings(BaseSettings):
     @property
     def uses_embedded_milvus(self) -> bool:
         return self.milvus_uri is None
+
+    @property
+    def adapter_registry(self) -> Path:
+        return self.adapters_dir or self.data_dir / "adapters"
 
     @property
     def max_upload_bytes(self) -> int:

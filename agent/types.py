@@ -75,6 +75,8 @@ class Hit:
     chunk: int
     text: str
     score: float
+    similarity: float | None = None
+    """Cosine similarity to the question, when the dense search returned this passage (a relevance signal)."""
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,37 @@ def ingest(
 
 
 @app.command()
+def ask(
+    question: str,
+    tenant: TenantOpt = None,
+    scope: ScopeOpt = None,
+    route: Annotated[str, typer.Option(help="auto, docs (retrieval) or expert (domain model)")] = "auto",
+    thread: Annotated[str, typer.Option(help="Conversation id: the same id keeps the context.")] = "cli",
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask one question through the chat core, as a chat surface would."""
+    from agent.chat import make_chat_core
+    from agent.types import ChatRequest
+    from bot.console import render
+
+    forced = {"auto": None, "docs": "retrieve", "expert": "domain"}
+    if route not in forced:
+        raise _fail("--route must be auto, docs or expert", 2)
+    settings = _settings()
+    request = ChatRequest(
+        text=question,
+        audience=_audience(settings, tenant, scope),
+        thread=thread,
+        forced_route=forced[route],  # type: ignore[arg-type]
+    )
+    reply = make_chat_core(settings).answer(request)
+    if as_json:
+        _print_json({**reply.__dict__, "sources": [s.__dict__ for s in reply.sources]})
+    else:
+        render(reply, out)
+
+
+@app.command()
 def search(
     question: str,
     tenant: TenantOpt = None,
@@ -240,6 +271,56 @@ def eval_retrieval(
         )
     out.print(table)
     out.print(f"{report['questions']} questions, {report['chunks']} chunks, model {report['embedding_model']}")
+
+
+@eval_app.command("routing")
+def eval_routing(
+    data: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Labelled messages: text and route.")],
+    corpus: Annotated[
+        Path | None, typer.Option(exists=True, file_okay=False, help="Fill a knowledge base first (search signal).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Route every labelled message; report accuracy, per-route precision and recall, and the confusion matrix."""
+    from agent.evaluation import routing_report
+
+    try:
+        report = routing_report(_settings(), data, corpus)
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    if as_json:
+        _print_json(report)
+        return
+    table = Table("gold \\ predicted", *report["confusion"])
+    for gold, row in report["confusion"].items():
+        table.add_row(gold, *(str(v) for v in row.values()))
+    out.print(table)
+    for route, m in report["per_route"].items():
+        out.print(f"{route:>10}: precision {m['precision']:.2f}  recall {m['recall']:.2f}  (n={m['support']})")
+    for e in report["errors"]:
+        err.print(f"[dim]{e['gold']} → {e['predicted']}: {e['text']}  ({e['why']})[/]")
+    out.print(f"accuracy {report['accuracy']:.3f} on {report['n']} messages, {report['ms_per_message']} ms each")
+
+
+@eval_app.command("answers")
+def eval_answers(
+    corpus: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Folder of documents.")],
+    qa: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Questions with answer_keys and gold_docs.")],
+    route: Annotated[str, typer.Option(help="auto, or docs to force retrieval for every question")] = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer every question through the chat core; score answer keys quoted and gold documents cited."""
+    from agent.evaluation import evaluate_answers
+
+    if route not in ("auto", "docs"):
+        raise _fail("--route must be auto or docs", 2)
+    report = evaluate_answers(_settings(), corpus, qa, forced="retrieve" if route == "docs" else None)
+    if as_json:
+        _print_json(report)
+        return
+    for miss in report.pop("misses"):
+        err.print(f"[dim]miss ({miss['route']}, key={miss['key']}, gold={miss['gold']}): {miss['question']}[/]")
+    out.print(report)
 
 
 @bench_app.command("ingest")

@@ -1,23 +1,25 @@
 """The local chat console: the same chat core as Slack and Teams, in a terminal.
 
-Besides questions it understands a few commands: /ingest PATH, /docs, /help, /quit.
+Besides questions it understands a few commands: /ingest PATH, /docs, /new, /help, /quit. Questions may start
+with `docs:` or `expert:` to force a route.
 """
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 from rich.console import Console
 from rich.text import Text
 
-from agent.chat import ChatCore
-from agent.knowledge.service import open_knowledge
+from agent.chat import make_chat_core
 from agent.settings import Settings
 from agent.types import Audience, ChatReply, ChatRequest
 
 HELP = """Ask a question about the documents shared with the bot, or:
   /ingest PATH   share a document (PDF, Word, HTML, Markdown, text) with this conversation
   /docs          list the documents visible here
+  /new           start a new conversation (forget the context)
   /help          this help
   /quit          leave (Ctrl-D works too)"""
 
@@ -26,8 +28,7 @@ _ROUTE_LABEL = {"retrieve": "from documents", "domain": "domain expert", "smallt
 
 def render(reply: ChatReply, console: Console) -> None:
     console.print(
-        f"[dim]route: {_ROUTE_LABEL.get(reply.route, reply.route)} "
-        f"(confidence {reply.confidence:.2f}; {reply.why})[/]"
+        f"[dim]route: {_ROUTE_LABEL.get(reply.route, reply.route)} (confidence {reply.confidence:.2f}; {reply.why})[/]"
     )
     console.print(reply.text, markup=False, highlight=False)
     if reply.sources:
@@ -35,9 +36,7 @@ def render(reply: ChatReply, console: Console) -> None:
         for i, s in enumerate(reply.sources, 1):
             # Titles and ids come from documents: plain text, so that a "[" in them is shown, not read as markup.
             heading = f" › {s.heading}" if s.heading else ""
-            console.print(
-                Text.assemble(f"  [{i}] {s.title}{heading}  ", (f"({s.doc_id}, shared in {s.scope})", "dim"))
-            )
+            console.print(Text.assemble(f"  [{i}] {s.title}{heading}  ", (f"({s.doc_id}, shared in {s.scope})", "dim")))
 
 
 def _ingest(settings: Settings, audience: Audience, arg: str, console: Console) -> None:
@@ -58,10 +57,9 @@ def _ingest(settings: Settings, audience: Audience, arg: str, console: Console) 
 def run_console(settings: Settings, audience: Audience | None = None) -> None:
     console = Console()
     audience = audience or Audience(settings.default_tenant, settings.default_scope)
-    core = ChatCore(open_knowledge(settings))
-    console.print(
-        f"expertbot console — tenant {audience.tenant}, scope {audience.scope}. /help for commands."
-    )
+    core = make_chat_core(settings)
+    thread = f"console-{uuid.uuid4().hex[:8]}"
+    console.print(f"expertbot console — tenant {audience.tenant}, scope {audience.scope}. /help for commands.")
     while True:
         try:
             line = console.input("[bold green]you>[/] ").strip()
@@ -75,15 +73,16 @@ def run_console(settings: Settings, audience: Audience | None = None) -> None:
             return
         if command == "/help":
             console.print(HELP, markup=False)
+        elif command == "/new":
+            thread = f"console-{uuid.uuid4().hex[:8]}"
+            console.print("new conversation")
         elif command == "/ingest":
             _ingest(settings, audience, arg.strip(), console)
         elif command == "/docs":
             docs = core.knowledge.store.list_documents(audience.tenant, audience.visible_scopes)
             for d in docs:
-                console.print(
-                    f"  {d.doc_id} — {d.title} ({d.chunks} passages, scope {d.scope})", markup=False
-                )
+                console.print(f"  {d.doc_id} — {d.title} ({d.chunks} passages, scope {d.scope})", markup=False)
             if not docs:
                 console.print("  no documents yet: /ingest PATH shares one")
         else:
-            render(core.answer(ChatRequest(text=line, audience=audience)), console)
+            render(core.answer(ChatRequest(text=line, audience=audience, thread=thread)), console)

@@ -29,7 +29,5 @@ def check_health(settings: Settings) -> dict[str, Any]:
         report["milvus"] = f"ok ({settings.effective_milvus_uri})"
     except Exception as exc:  # any failure here means "not usable", whatever its type
         report["milvus"] = f"down: {type(exc).__name__}: {str(exc)[:200]}"
-    report["ok"] = (
-        report["redis"].startswith("ok") and report["milvus"].startswith("ok") and bool(report["workers"])
-    )
+    report["ok"] = report["redis"].startswith("ok") and report["milvus"].startswith("ok") and bool(report["workers"])
     return report

@@ -15,11 +15,7 @@ def describe(status: JobStatus, name: str) -> str:
     if status.state == "error":
         return f"{name}: failed ({status.error})"
     if status.state != "done":
-        return (
-            f"{name}: {status.stage} {status.done}/{status.total}"
-            if status.total
-            else f"{name}: {status.stage}"
-        )
+        return f"{name}: {status.stage} {status.done}/{status.total}" if status.total else f"{name}: {status.stage}"
     result = status.result
     if result.get("status") == "ready":
         return f"{name}: ready, {result.get('chunks', 0)} passages"

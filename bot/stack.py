@@ -49,9 +49,7 @@ class StackError(RuntimeError):
 class ManagedProcess:
     """A child process in its own process group, logging to `<data_dir>/logs/<name>.log`."""
 
-    def __init__(
-        self, name: str, args: Sequence[str], data_dir: Path, *, env: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, name: str, args: Sequence[str], data_dir: Path, *, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.log_path = data_dir / "logs" / f"{name}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -246,9 +244,7 @@ class LocalStack:
             if s.uses_embedded_redis:
                 self._start(f"Redis on 127.0.0.1:{redis_port}", lambda: start_redis(s.data_dir, redis_port))
             if s.uses_embedded_milvus:
-                self._start(
-                    f"Milvus Lite on 127.0.0.1:{milvus_port}", lambda: start_milvus(s.data_dir, milvus_port)
-                )
+                self._start(f"Milvus Lite on 127.0.0.1:{milvus_port}", lambda: start_milvus(s.data_dir, milvus_port))
             if self.worker:
                 n = s.worker_concurrency
                 self._start(f"ingest worker ({n})", lambda: start_worker(s, [INGEST_QUEUE], n, "ingest"))

@@ -31,7 +31,8 @@ step "mypy" mypy .
 step "pytest" python -m pytest -q "$@"
 
 if ((${#failed[@]})); then
-  printf '\nFAILED: %s\n' "$(IFS=,; echo "${failed[*]}" | sed 's/,/, /g')" >&2
+  joined=$(printf ', %s' "${failed[@]}")
+  printf '\nFAILED: %s\n' "${joined:2}" >&2
   exit 1
 fi
 printf '\nall checks passed\n'

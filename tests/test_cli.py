@@ -1,7 +1,7 @@
 """The `expertbot` command line end to end, on the real services: Redis, a Milvus Lite server and a Celery worker.
 
 Each test works in its own scope, so no test sees another's documents. Commands run in-process through typer's
-CliRunner, except the chat console, which runs as a real `python -m bot.cli chat` process reading stdin.
+CliRunner; the chat console also runs as a real `python -m bot.cli chat` process reading its stdin.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from bot.cli import app
+
+# `--wait` follows a job until it finishes, with no deadline of its own: a job lost on the way would hang the test.
+pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDE = {"COLUMNS": "400"}  # rich wraps at 80 columns when not on a terminal; keep messages on one line

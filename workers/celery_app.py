@@ -64,8 +64,10 @@ class UnackedHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
         # kombu's virtual QoS keeps every delivered, unacknowledged message in `_delivered`.
         tags = list(getattr(qos, "_delivered", {}).keys())
         if tags and hasattr(channel, "unacked_index_key"):
-            now = time.time()
-            channel.client.zadd(channel.unacked_index_key, dict.fromkeys(tags, now), xx=True)
+            # A pooled connection: `channel.client` is the one blocked in BRPOP, and a command sent on it would
+            # take the BRPOP's reply, losing the message that arrived.
+            with channel.conn_or_acquire() as client:
+                client.zadd(channel.unacked_index_key, dict.fromkeys(tags, time.time()), xx=True)
 
     def stop(self, c: Any) -> None:
         if self._timer is not None:

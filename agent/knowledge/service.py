@@ -19,13 +19,21 @@ class Knowledge:
     def embeddings(self) -> PackagedEmbeddings:
         return get_embeddings(self.settings.embedding_model)
 
-    def search(self, audience: Audience, query: str, *, k: int = 5, mode: SearchMode = "hybrid") -> list[Hit]:
+    def search(
+        self,
+        audience: Audience,
+        query: str,
+        *,
+        k: int = 5,
+        mode: SearchMode = "hybrid",
+        one_per_document: bool | None = None,
+    ) -> list[Hit]:
         """The best k passages for a question, only from what `audience` may see."""
         query = query.strip()
         if not query:
             return []
         vector = self.embeddings.embed_query(query)
-        return self.store.search(audience, query, vector, k=k, mode=mode)
+        return self.store.search(audience, query, vector, k=k, mode=mode, one_per_document=one_per_document)
 
 
 def open_knowledge(settings: Settings) -> Knowledge:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from agent.types import Audience, Chunk, DocumentInfo, Hit
 SearchMode = Literal["hybrid", "dense", "bm25"]
 
 _MODEL_PROPERTY = "expertbot.embedding"
+PARTITIONS = 64
 MAX_QUERY_ROWS = 16384  # Milvus caps one query's offset + limit here; ingestion keeps documents below it
 _HIT_FIELDS = ["doc_id", "source", "title", "heading", "scope", "chunk", "text"]
 
@@ -51,6 +53,21 @@ def document_expr(audience: Audience, doc_id: str) -> str:
     return (
         f"tenant == {literal(audience.tenant)} and scope == {literal(audience.scope)} and doc_id == {literal(doc_id)}"
     )
+
+
+def partition_of(tenant: str, scope: str) -> str:
+    """The partition that holds an audience's passages: a stable hash of (tenant, scope) into a few buckets.
+
+    Searches name only the partitions of the scopes they may see, so the engine skips the rest of the
+    collection (Milvus Lite scans every row of the partitions it searches). The filter expression still
+    decides visibility: several scopes share a bucket.
+    """
+    digest = hashlib.sha256(f"{tenant}\x1f{scope}".encode()).digest()
+    return f"a{int.from_bytes(digest[:4], 'big') % PARTITIONS:02d}"
+
+
+def audience_partitions(audience: Audience) -> list[str]:
+    return sorted({partition_of(audience.tenant, s) for s in audience.visible_scopes})
 
 
 def chunk_key(audience: Audience, doc_id: str, content_hash: str, number: int) -> str:
@@ -83,7 +100,7 @@ def fuse(dense: Sequence[Hit], bm25: Sequence[Hit], weights: SearchWeights, k: i
         for rank, hit in enumerate(ranked, 1):
             key = (hit.scope, hit.doc_id, hit.chunk)
             scores[key] = scores.get(key, 0.0) + weight / (weights.rrf_k + rank)
-            hits.setdefault(key, hit)
+            hits.setdefault(key, replace(hit, similarity=hit.score) if ranked is dense else hit)
     fused: list[Hit] = []
     seen: set[tuple[str, str]] = set()
     for key in sorted(scores, key=scores.__getitem__, reverse=True):
@@ -114,7 +131,8 @@ class KnowledgeStore:
         self.embedding_name = embedding_name
         self.weights = weights or SearchWeights()
         self._ready = False
-        self._model_tag = f"{embedding_name} dim={dim}"
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="milvus-search")
+        self._model_tag = f"{embedding_name} dim={dim} partitions={PARTITIONS}"
 
     # --- schema ----------------------------------------------------------------------------------------------
     def ensure_collection(self) -> None:
@@ -136,7 +154,7 @@ class KnowledgeStore:
     def _create(self) -> None:
         schema = self.client.create_schema(auto_id=False, description="expertbot passages")
         schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=64)
-        schema.add_field("tenant", DataType.VARCHAR, max_length=256, is_partition_key=True)
+        schema.add_field("tenant", DataType.VARCHAR, max_length=256)
         schema.add_field("scope", DataType.VARCHAR, max_length=512)
         schema.add_field("doc_id", DataType.VARCHAR, max_length=1024)
         schema.add_field("source", DataType.VARCHAR, max_length=1024)
@@ -166,11 +184,14 @@ class KnowledgeStore:
         index = self.client.prepare_index_params()
         index.add_index("dense", index_type="AUTOINDEX", metric_type="COSINE")
         index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        index.add_index("tenant", index_type="INVERTED")
         index.add_index("scope", index_type="INVERTED")
         index.add_index("doc_id", index_type="INVERTED")
         self.client.create_collection(
             self.collection, schema=schema, index_params=index, properties={_MODEL_PROPERTY: self._model_tag}
         )
+        for n in range(PARTITIONS):
+            self.client.create_partition(self.collection, f"a{n:02d}")
 
     # --- writes ----------------------------------------------------------------------------------------------
     def upsert_chunks(
@@ -205,7 +226,7 @@ class KnowledgeStore:
             for c, v in zip(chunks, vectors, strict=True)
         ]
         if rows:
-            self.client.upsert(self.collection, rows)
+            self.client.upsert(self.collection, rows, partition_name=partition_of(audience.tenant, audience.scope))
 
     def delete_other_versions(self, audience: Audience, doc_id: str, keep_hash: str) -> None:
         """Drop the chunks of a document's older versions, after the new version is fully written."""
@@ -213,14 +234,16 @@ class KnowledgeStore:
         self.client.delete(
             self.collection,
             filter=f"{document_expr(audience, doc_id)} and content_hash != {literal(keep_hash)}",
+            partition_name=partition_of(audience.tenant, audience.scope),
         )
 
     def forget(self, audience: Audience, doc_id: str) -> int:
         """Remove every chunk of a document in this exact scope; returns how many there were."""
         self.ensure_collection()
         expr = document_expr(audience, doc_id)
-        count = len(self._query(expr, ["pk"], bounded=True))
-        self.client.delete(self.collection, filter=expr)
+        partition = partition_of(audience.tenant, audience.scope)
+        count = len(self._query(expr, ["pk"], [partition], bounded=True))
+        self.client.delete(self.collection, filter=expr, partition_name=partition)
         self.flush()
         return count
 
@@ -235,18 +258,26 @@ class KnowledgeStore:
             f"tenant == {literal(audience.tenant)} and scope == {literal(audience.scope)}"
             f" and (doc_id == {literal(doc_id)} or content_hash == {literal(content_hash)})"
         )
-        return self._documents(expr, bounded=True)
+        return self._documents(expr, [partition_of(audience.tenant, audience.scope)], bounded=True)
 
     def list_documents(self, tenant: str, scopes: Sequence[str] | None = None) -> list[DocumentInfo]:
         expr = f"tenant == {literal(tenant)}"
-        if scopes is not None:
-            expr += f" and scope in [{', '.join(literal(s) for s in scopes)}]"
-        return self._documents(expr)
+        if scopes is None:
+            return self._documents(expr, None)
+        expr += f" and scope in [{', '.join(literal(s) for s in scopes)}]"
+        return self._documents(expr, sorted({partition_of(tenant, s) for s in scopes}))
 
     def count(self, audience: Audience | None = None) -> int:
         self.ensure_collection()
-        expr = "" if audience is None else audience_expr(audience)
-        res = self.client.query(self.collection, filter=expr, output_fields=["count(*)"])
+        if audience is None:
+            res = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        else:
+            res = self.client.query(
+                self.collection,
+                filter=audience_expr(audience),
+                output_fields=["count(*)"],
+                partition_names=audience_partitions(audience),
+            )
         return int(res[0]["count(*)"])
 
     def search(
@@ -257,39 +288,58 @@ class KnowledgeStore:
         *,
         k: int = 5,
         mode: SearchMode = "hybrid",
+        one_per_document: bool | None = None,
     ) -> list[Hit]:
-        """Top-k passages visible to `audience`: dense, BM25, or both fused by reciprocal rank."""
-        self.ensure_collection()
-        expr = audience_expr(audience)
-        if mode == "dense":
-            return self._search(expr, [list(query_vector)], "dense", "COSINE", k)
-        if mode == "bm25":
-            return self._search(expr, [query], "sparse", "BM25", k)
-        n = max(k * 4, self.weights.candidates)
-        dense = self._search(expr, [list(query_vector)], "dense", "COSINE", n)
-        bm25 = self._search(expr, [query], "sparse", "BM25", n)
-        return fuse(dense, bm25, self.weights, k)
+        """Top-k passages visible to `audience`: dense, BM25, or both fused by reciprocal rank.
 
-    def _search(self, expr: str, data: list[Any], field: str, metric: str, limit: int) -> list[Hit]:
+        `one_per_document` overrides the weights' setting: listing sources wants one passage per document,
+        composing an answer wants every good passage.
+        """
+        self.ensure_collection()
+        where = (audience_expr(audience), audience_partitions(audience))
+        if mode == "dense":
+            return [
+                replace(h, similarity=h.score) for h in self._search(where, [list(query_vector)], "dense", "COSINE", k)
+            ]
+        if mode == "bm25":
+            return self._search(where, [query], "sparse", "BM25", k)
+        n = max(k * 4, self.weights.candidates)
+        # The two searches are independent: run them side by side (the dense one mostly waits on faiss/gRPC).
+        dense = self._pool.submit(self._search, where, [list(query_vector)], "dense", "COSINE", n)
+        bm25 = self._search(where, [query], "sparse", "BM25", n)
+        weights = self.weights if one_per_document is None else replace(self.weights, one_per_document=one_per_document)
+        return fuse(dense.result(), bm25, weights, k)
+
+    def _search(self, where: tuple[str, list[str]], data: list[Any], field: str, metric: str, limit: int) -> list[Hit]:
+        expr, partitions = where
         res = self.client.search(
             self.collection,
             data=data,
             anns_field=field,
             limit=limit,
             filter=expr,
+            partition_names=partitions,
             output_fields=_HIT_FIELDS,
             search_params={"metric_type": metric},
         )
         return [_hit(row) for row in res[0]]
 
     # --- helpers ---------------------------------------------------------------------------------------------
-    def _query(self, expr: str, fields: list[str], *, bounded: bool = False) -> list[dict[str, Any]]:
+    def _query(
+        self, expr: str, fields: list[str], partitions: list[str] | None, *, bounded: bool = False
+    ) -> list[dict[str, Any]]:
         """Rows matching expr; `bounded` (at most MAX_QUERY_ROWS) takes one round trip instead of an iterator."""
         self.ensure_collection()
         if bounded:
-            return list(self.client.query(self.collection, filter=expr, output_fields=fields, limit=MAX_QUERY_ROWS))
+            return list(
+                self.client.query(
+                    self.collection, filter=expr, output_fields=fields, partition_names=partitions, limit=MAX_QUERY_ROWS
+                )
+            )
         rows: list[dict[str, Any]] = []
-        iterator = self.client.query_iterator(self.collection, batch_size=1000, filter=expr, output_fields=fields)
+        iterator = self.client.query_iterator(
+            self.collection, batch_size=1000, filter=expr, output_fields=fields, partition_names=partitions
+        )
         try:
             while batch := iterator.next():
                 rows.extend(batch)
@@ -297,10 +347,10 @@ class KnowledgeStore:
             iterator.close()
         return rows
 
-    def _documents(self, expr: str, *, bounded: bool = False) -> list[DocumentInfo]:
+    def _documents(self, expr: str, partitions: list[str] | None, *, bounded: bool = False) -> list[DocumentInfo]:
         fields = ["doc_id", "source", "title", "scope", "content_hash", "created_at"]
         docs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-        for row in self._query(expr, fields, bounded=bounded):
+        for row in self._query(expr, fields, partitions, bounded=bounded):
             docs.setdefault((row["scope"], row["doc_id"], row["content_hash"]), []).append(row)
         return sorted(
             (

@@ -1,0 +1,199 @@
+"""The deployment files agree with the code: docker-compose.yml wires every service to Redis and Milvus, and
+.env.example documents every setting. Fast: no container is started."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import AliasChoices
+
+from agent.settings import Settings
+from workers.names import INGEST_QUEUE, TRAIN_QUEUE
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+
+APP_SERVICES = ("ingest-worker", "train-worker", "beat")
+EXPECTED_SERVICES = ("redis", "etcd", "minio", "milvus", "flower", *APP_SERVICES)
+# The secrets docker-compose.yml requires (${VAR:?message}); dummy values are enough to render it.
+REQUIRED_ENV = {"MINIO_ACCESS_KEY": "expertbot", "MINIO_SECRET_KEY": "not-a-real-secret"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed")
+    data = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def compose_services(compose: dict[str, Any]) -> dict[str, Any]:
+    """Named so as not to shadow conftest's `services` fixture (the running Redis and Milvus)."""
+    services = compose["services"]
+    assert isinstance(services, dict)
+    return services
+
+
+def _is_app(service: dict[str, Any]) -> bool:
+    """Runs the expertbot image (built from this repository's Dockerfile)."""
+    return "build" in service or str(service.get("image", "")).startswith("expertbot")
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # the `- NAME=value` form
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    command = service.get("command") or []
+    return command.split() if isinstance(command, str) else [str(part) for part in command]
+
+
+def _option(command: list[str], *names: str) -> str | None:
+    for i, part in enumerate(command):
+        if part in names and i + 1 < len(command):
+            return command[i + 1]
+        for name in names:
+            if name.startswith("--") and part.startswith(name + "="):
+                return part.split("=", 1)[1]
+    return None
+
+
+def test_expected_services_exist(compose_services: dict[str, Any]) -> None:
+    missing = [name for name in EXPECTED_SERVICES if name not in compose_services]
+    assert not missing, f"docker-compose.yml lacks services {missing}"
+    for name in APP_SERVICES:
+        assert _is_app(compose_services[name]), f"{name} should run the expertbot image"
+
+
+def test_app_services_reach_redis_and_milvus(compose_services: dict[str, Any]) -> None:
+    apps = {name: svc for name, svc in compose_services.items() if _is_app(svc)}
+    assert set(APP_SERVICES) <= set(apps)
+    for name, svc in apps.items():
+        env = _environment(svc)
+        assert env.get("REDIS_URL", "").startswith("redis://redis:"), f"{name}: REDIS_URL"
+        assert env.get("MILVUS_URI", "").startswith("http://milvus:"), f"{name}: MILVUS_URI"
+        depends = svc.get("depends_on")
+        assert isinstance(depends, dict), f"{name}: depends_on must be a mapping with conditions"
+        assert {"redis", "milvus"} <= set(depends), f"{name}: must wait for redis and milvus"
+
+
+def test_depends_on_waits_for_health(compose_services: dict[str, Any]) -> None:
+    for name, svc in compose_services.items():
+        depends = svc.get("depends_on")
+        if depends is None:
+            continue
+        assert isinstance(depends, dict), f"{name}: use depends_on with `condition: service_healthy`"
+        for dep, spec in depends.items():
+            assert dep in compose_services, f"{name} depends on unknown service {dep}"
+            assert spec.get("condition") == "service_healthy", f"{name} -> {dep}: condition"
+            assert "healthcheck" in compose_services[dep], f"{name} waits for {dep}, which has no healthcheck"
+
+
+def test_state_services_are_healthchecked_and_persistent(
+    compose: dict[str, Any], compose_services: dict[str, Any]
+) -> None:
+    assert _command(compose_services["milvus"]) == ["milvus", "run", "standalone"]
+    milvus_env = _environment(compose_services["milvus"])
+    assert milvus_env["ETCD_ENDPOINTS"].startswith("etcd:") and milvus_env["MINIO_ADDRESS"].startswith("minio:")
+    assert "localhost:9091/healthz" in " ".join(compose_services["milvus"]["healthcheck"]["test"])
+    assert compose_services["redis"]["healthcheck"]["test"][-2:] == ["redis-cli", "ping"]
+    assert _option(_command(compose_services["redis"]), "--appendonly") == "yes"
+    named_volumes = set(compose.get("volumes") or {})
+    for name in ("redis", "etcd", "minio", "milvus"):
+        sources = {str(v).split(":", 1)[0] for v in compose_services[name].get("volumes", [])}
+        assert sources & named_volumes, f"{name} should keep its data in a named volume"
+
+
+def test_secrets_are_required_not_defaulted() -> None:
+    text = COMPOSE.read_text(encoding="utf-8")
+    for var in REQUIRED_ENV:
+        assert re.search(r"\$\{" + var + r":\?[^}]+\}", text), f"{var} should be ${{{var}:?message}}"
+        assert re.search(r"\$\{" + var + r":-", text) is None, f"{var} must have no default"
+
+
+def test_worker_queues_and_concurrency(compose_services: dict[str, Any]) -> None:
+    ingest = _command(compose_services["ingest-worker"])
+    assert ingest[:4] == ["celery", "-A", "workers.celery_app", "worker"]
+    assert _option(ingest, "-Q", "--queues") == INGEST_QUEUE
+
+    train_svc = compose_services["train-worker"]
+    train = _command(train_svc)
+    assert train[:4] == ["celery", "-A", "workers.celery_app", "worker"]
+    assert _option(train, "-Q", "--queues") == TRAIN_QUEUE
+    assert _option(train, "-c", "--concurrency") == "1"
+    assert "gpu" in train_svc.get("profiles", [])
+    devices = train_svc["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d.get("driver") == "nvidia" and d.get("count") == 1 for d in devices), devices
+
+    beat = _command(compose_services["beat"])
+    assert beat[:4] == ["celery", "-A", "workers.celery_app", "beat"]
+    assert _environment(compose_services["flower"]).get("CELERY_BROKER_URL", "").startswith("redis://redis:")
+
+
+def _env_name(field: str) -> str:
+    """As agent.settings names it: the alias's first choice, else EXPERTBOT_<FIELD>."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"EXPERTBOT_{field.upper()}"
+
+
+def test_env_example_names_every_setting() -> None:
+    text = ENV_EXAMPLE.read_text(encoding="utf-8")
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", text, flags=re.MULTILINE))
+    expected = {_env_name(field) for field in Settings.model_fields}
+    missing = sorted(expected - documented)
+    assert not missing, f".env.example does not mention {missing}"
+    stray = sorted(name for name in documented - expected if name.startswith("EXPERTBOT_"))
+    assert not stray, f".env.example names settings that do not exist: {stray}"
+
+
+def test_env_example_defaults_match_settings() -> None:
+    """A commented-out `NAME=value` line shows the default, so it must be the real one."""
+    shown = dict(re.findall(r"^#\s*([A-Z][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE.read_text(encoding="utf-8"), re.MULTILINE))
+    for field, info in Settings.model_fields.items():
+        value = shown.get(_env_name(field))
+        if value is None or info.default is None:
+            continue
+        default = info.default
+        if isinstance(default, bool):
+            default = str(default).lower()
+        elif isinstance(default, float) and default.is_integer():
+            default = int(default)
+        assert value == str(default), f"{_env_name(field)}: .env.example shows {value!r}, default is {default!r}"
+
+
+def _docker_compose_usable() -> str | None:
+    """None when `docker compose` can run here, else why not."""
+    if shutil.which("docker") is None:
+        return "docker is not installed"
+    try:
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"`docker compose version` failed: {exc}"
+    if probe.returncode != 0:
+        return f"`docker compose` is not available: {(probe.stderr or probe.stdout).strip()[:200]}"
+    return None
+
+
+def test_docker_compose_config_is_valid() -> None:
+    reason = _docker_compose_usable()
+    if reason:
+        pytest.skip(reason)
+    env = {**os.environ, **REQUIRED_ENV}
+    for profile in (None, "gpu"):
+        args = ["docker", "compose", "--project-directory", str(ROOT), "-f", str(COMPOSE)]
+        args += ["--profile", profile] if profile else []
+        result = subprocess.run([*args, "config", "-q"], capture_output=True, text=True, env=env, timeout=60)
+        assert result.returncode == 0, f"docker compose config ({profile or 'default'}): {result.stderr}"
