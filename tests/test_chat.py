@@ -70,7 +70,9 @@ def test_a_document_question_is_answered_from_retrieval_with_citations(knowledge
 
 
 def test_a_question_in_another_language_is_answered_in_it(knowledge, audience):
-    reply = _ask(ChatCore(knowledge), audience, "¿En qué puerto escucha la pasarela Zorblax el tráfico de administración?")
+    reply = _ask(
+        ChatCore(knowledge), audience, "¿En qué puerto escucha la pasarela Zorblax el tráfico de administración?"
+    )
     assert reply.route == "retrieve" and reply.sources[0].doc_id == "gateway.md"
     assert reply.text.startswith("Según los documentos")
 
@@ -132,7 +134,9 @@ def test_empty_huge_and_hostile_messages_get_sensible_replies(knowledge, audienc
 
 def test_the_domain_route_answers_with_the_adapter(knowledge, audience, tiny):
     """The tiny Phi-3 is random, so its words mean nothing; what matters is that the adapter produced them."""
-    with_adapter = ChatCore(knowledge, llm=Phi3Chat(model_id=str(tiny["base"]), registry_root=tiny["registry"], max_new_tokens=12))
+    with_adapter = ChatCore(
+        knowledge, llm=Phi3Chat(model_id=str(tiny["base"]), registry_root=tiny["registry"], max_new_tokens=12)
+    )
     bare = ChatCore(knowledge, llm=Phi3Chat(model_id=str(tiny["base"]), registry_root=None, max_new_tokens=12))
     a = _ask(with_adapter, audience, f"expert: {TERMS_QUESTION}")
     b = _ask(bare, audience, f"expert: {TERMS_QUESTION}")

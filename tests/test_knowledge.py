@@ -25,8 +25,14 @@ The Zorblax gateway listens on port 7341 for admin traffic and 7342 for data.
 
 def _ingest(knowledge, audience, data: bytes, name: str, doc_id: str | None = None):
     return ingest_bytes(
-        knowledge.store, knowledge.embeddings, audience, data=data, source=name, doc_id=doc_id or name,
-        max_bytes=1_000_000, chunk_chars=300,
+        knowledge.store,
+        knowledge.embeddings,
+        audience,
+        data=data,
+        source=name,
+        doc_id=doc_id or name,
+        max_bytes=1_000_000,
+        chunk_chars=300,
     )
 
 
@@ -43,7 +49,12 @@ def test_search_returns_passage_with_title_heading_and_scope(knowledge, tenant):
         hits = knowledge.search(audience, "Which port does the Zorblax gateway listen on?", k=3, mode=mode)
         assert hits, mode
         top = hits[0]
-        assert (top.doc_id, top.title, top.heading, top.scope) == ("zorblax.md", "Zorblax Gateway Guide", "Ports", "C-eng")
+        assert (top.doc_id, top.title, top.heading, top.scope) == (
+            "zorblax.md",
+            "Zorblax Gateway Guide",
+            "Ports",
+            "C-eng",
+        )
         assert "7341" in top.text
 
 

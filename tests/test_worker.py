@@ -63,7 +63,9 @@ def test_a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing(services, 
 
     queue = f"ingest-kill-{uuid4().hex[:6]}"
     audience = _audience()
-    sections = [f"## Part {i}\n\n" + f"Paragraph {i} explains step {i} of the rollout procedure. " * 12 for i in range(600)]
+    sections = [
+        f"## Part {i}\n\n" + f"Paragraph {i} explains step {i} of the rollout procedure. " * 12 for i in range(600)
+    ]
     data = ("# Rollout Handbook\n\n" + "\n\n".join(sections)).encode()
     expected = len(chunk_document(parse_document(data, "handbook.md"), services.chunk_chars))
 

@@ -7,31 +7,24 @@ after a week at the latest; a job deletes its blob once it has reached a final r
 from __future__ import annotations
 
 import uuid
-from functools import lru_cache
-
-import redis
 
 from agent.settings import Settings
+from workers.connections import redis_client
 
 _PREFIX = "expertbot:blob:"
 _TTL_S = 7 * 24 * 3600
 
 
-@lru_cache(maxsize=4)
-def _client(url: str) -> redis.Redis[bytes]:
-    return redis.Redis.from_url(url)
-
-
 def store(settings: Settings, data: bytes) -> str:
     key = _PREFIX + uuid.uuid4().hex
-    _client(settings.effective_redis_url).set(key, data, ex=_TTL_S)
+    redis_client(settings.effective_redis_url).set(key, data, ex=_TTL_S)
     return key
 
 
 def load(settings: Settings, key: str) -> bytes | None:
-    value = _client(settings.effective_redis_url).get(key)
+    value = redis_client(settings.effective_redis_url).get(key)
     return value if isinstance(value, bytes) else None
 
 
 def drop(settings: Settings, key: str) -> None:
-    _client(settings.effective_redis_url).delete(key)
+    redis_client(settings.effective_redis_url).delete(key)

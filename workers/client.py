@@ -9,13 +9,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 from celery.result import AsyncResult
 
 from agent.settings import Settings
 from agent.types import Audience
 from workers import blobs
 from workers.celery_app import QUEUES, app
+from workers.connections import redis_client
 from workers.names import FORGET_DOCUMENT, INGEST_DOCUMENT, INGEST_QUEUE
 
 
@@ -52,9 +52,7 @@ def submit_ingest(
 
 
 def submit_forget(audience: Audience, doc_id: str) -> str:
-    result = app.send_task(
-        FORGET_DOCUMENT, args=[audience.tenant, audience.scope, doc_id], queue=INGEST_QUEUE
-    )
+    result = app.send_task(FORGET_DOCUMENT, args=[audience.tenant, audience.scope, doc_id], queue=INGEST_QUEUE)
     return str(result.id)
 
 
@@ -62,9 +60,7 @@ def job_status(job_id: str) -> JobStatus:
     res = AsyncResult(job_id, app=app)
     state, info = res.state, res.info
     if state == "PROGRESS" and isinstance(info, dict):
-        return JobStatus(
-            job_id, "running", info.get("stage", ""), int(info.get("done", 0)), int(info.get("total", 0))
-        )
+        return JobStatus(job_id, "running", info.get("stage", ""), int(info.get("done", 0)), int(info.get("total", 0)))
     if state == "STARTED":
         return JobStatus(job_id, "running", "starting")
     if state == "SUCCESS":
@@ -88,7 +84,7 @@ def wait_for_job(job_id: str, timeout_s: float = 600, poll_s: float = 0.25) -> J
 
 def queue_depths(settings: Settings) -> dict[str, int]:
     """Jobs waiting in each queue (jobs being worked on are not counted)."""
-    client = redis.Redis.from_url(settings.effective_redis_url)
+    client = redis_client(settings.effective_redis_url)
     return {q: int(client.llen(q)) for q in QUEUES}
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from functools import lru_cache
 from typing import Any
 
 import redis
@@ -10,18 +12,43 @@ from celery import Task
 from pymilvus.exceptions import MilvusException
 
 from agent.knowledge.ingest import IngestResult, ingest_bytes
-from agent.knowledge.service import open_knowledge
+from agent.knowledge.service import Knowledge, open_knowledge
 from agent.knowledge.store import StoreError
-from agent.settings import get_settings
+from agent.settings import Settings, get_settings
 from agent.types import Audience
 from workers import blobs
 from workers.celery_app import app
-from workers.names import FORGET_DOCUMENT, INGEST_DOCUMENT
+from workers.client import queue_depths
+from workers.names import FORGET_DOCUMENT, INGEST_DOCUMENT, INGEST_QUEUE
 
 log = logging.getLogger(__name__)
 
 TRANSIENT = (OSError, MilvusException, redis.RedisError)
 """Faults worth retrying: the services may come back. A bad file is not among them."""
+
+FLUSH_EVERY_S = 30.0
+PROGRESS_EVERY_S = 0.5
+_last_flush = 0.0
+
+
+@lru_cache(maxsize=1)
+def _knowledge() -> Knowledge:
+    """One connection and embedding model per worker process (opening them costs more than a small job)."""
+    return open_knowledge(get_settings())
+
+
+def _should_flush(settings: Settings) -> bool:
+    """Flush when no more ingestion is waiting, or every FLUSH_EVERY_S during a bulk load.
+
+    Each flush seals a segment and builds its indexes: flushing after every file of a bulk upload would spend
+    more time there than on embedding. Rows not yet flushed are still found, only more slowly.
+    """
+    global _last_flush
+    now = time.monotonic()
+    if queue_depths(settings).get(INGEST_QUEUE, 0) == 0 or now - _last_flush > FLUSH_EVERY_S:
+        _last_flush = now
+        return True
+    return False
 
 
 @app.task(
@@ -40,16 +67,17 @@ def ingest_document(
     audience = Audience(tenant, scope)
     data = blobs.load(settings, blob_key)
     if data is None:
-        return IngestResult(
-            "failed", doc_id or source, source, reason=f"the upload of {source} expired"
-        ).to_dict()
+        return IngestResult("failed", doc_id or source, source, reason=f"the upload of {source} expired").to_dict()
+
+    last_report = 0.0
 
     def progress(stage: str, done: int, total: int) -> None:
-        self.update_state(
-            state="PROGRESS", meta={"stage": stage, "done": done, "total": total, "source": source}
-        )
+        nonlocal last_report  # report at most every PROGRESS_EVERY_S: each report is a Redis write
+        if time.monotonic() - last_report >= PROGRESS_EVERY_S:
+            last_report = time.monotonic()
+            self.update_state(state="PROGRESS", meta={"stage": stage, "done": done, "total": total, "source": source})
 
-    knowledge = open_knowledge(settings)
+    knowledge = _knowledge()
     try:
         result = ingest_bytes(
             knowledge.store,
@@ -62,6 +90,7 @@ def ingest_document(
             chunk_chars=settings.chunk_chars,
             batch_size=settings.embed_batch,
             progress=progress,
+            flush=_should_flush(settings),
         )
     except StoreError as exc:
         result = IngestResult("failed", doc_id or source, source, reason=str(exc))
@@ -72,5 +101,5 @@ def ingest_document(
 
 @app.task(bind=True, name=FORGET_DOCUMENT, autoretry_for=TRANSIENT, retry_backoff=2, max_retries=10)
 def forget_document(self: Task, tenant: str, scope: str, doc_id: str) -> dict[str, Any]:
-    removed = open_knowledge(get_settings()).store.forget(Audience(tenant, scope), doc_id)
+    removed = _knowledge().store.forget(Audience(tenant, scope), doc_id)
     return {"doc_id": doc_id, "removed_chunks": removed}

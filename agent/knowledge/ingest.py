@@ -9,8 +9,11 @@ of a document replaces the old one only once it is completely written.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 from langchain_core.embeddings import Embeddings
@@ -18,7 +21,7 @@ from langchain_core.embeddings import Embeddings
 from agent.knowledge.chunking import chunk_document
 from agent.knowledge.parsers import DocumentError, parse_document
 from agent.knowledge.store import KnowledgeStore
-from agent.types import Audience
+from agent.types import Audience, DocumentInfo
 
 Progress = Callable[[str, int, int], None]
 """progress(stage, done, total): stage is one of reading, embedding, saving."""
@@ -42,6 +45,12 @@ class IngestResult:
         return asdict(self)
 
 
+@lru_cache(maxsize=1)
+def _io() -> ThreadPoolExecutor:
+    """Created on first use, in the process that ingests (never before a Celery worker forks)."""
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingest-io")
+
+
 def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -62,8 +71,12 @@ def ingest_bytes(
     chunk_chars: int = 1000,
     batch_size: int = 32,
     progress: Progress = _no_progress,
+    flush: bool = True,
 ) -> IngestResult:
-    """Ingest one file's bytes for one audience. Bad files end as `failed` with a reason; faults raise."""
+    """Ingest one file's bytes for one audience. Bad files end as `failed` with a reason; faults raise.
+
+    `flush=False` leaves sealing the new rows to a later flush (bulk loads flush once at the end).
+    """
     doc_id = doc_id or source
     if len(data) > max_bytes:
         return IngestResult(
@@ -73,12 +86,14 @@ def ingest_bytes(
             reason=f"{source} is {len(data) / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit",
         )
     progress("reading", 0, 0)
+    digest = content_hash(data)
+    # Milvus round trips overlap the CPU work (parsing, embedding): the worker would otherwise sit idle in them.
+    known = _io().submit(lambda: (store.document(audience, doc_id), store.document_with_content(audience, digest)))
     try:
         parsed = parse_document(data, source)
     except DocumentError as exc:
         return IngestResult("failed", doc_id, source, reason=str(exc))
     chunks = chunk_document(parsed, chunk_chars)
-    digest = content_hash(data)
 
     if len(chunks) > MAX_CHUNKS:
         return IngestResult(
@@ -88,32 +103,47 @@ def ingest_bytes(
             reason=f"{source} is too long ({len(chunks)} passages, the limit is {MAX_CHUNKS}): share it in parts",
         )
 
-    versions = store.versions(audience, doc_id, digest)
-    stale = any(v.doc_id == doc_id and v.content_hash != digest for v in versions)
-    complete = [v for v in versions if v.content_hash == digest and v.chunks == len(chunks)]
-    if complete:
-        known = next((v for v in complete if v.doc_id == doc_id), complete[0])
-        if known.doc_id != doc_id:
-            return IngestResult(
-                "unchanged",
-                known.doc_id,
-                source,
-                known.chunks,
-                parsed.title,
-                reason=f"the same content is already known here as {known.source}",
-            )
-        if stale:  # a job that died before removing the previous version finishes that here
-            store.delete_other_versions(audience, doc_id, digest)
+    current, same = known.result()
+    if current is not None and current.content_hash == digest and current.chunks == len(chunks):
         return IngestResult("unchanged", doc_id, source, len(chunks), parsed.title, reason="already up to date")
+    if same is not None and same.doc_id != doc_id:
+        return IngestResult(
+            "unchanged",
+            same.doc_id,
+            source,
+            same.chunks,
+            parsed.title,
+            reason=f"the same content is already known here as {same.source}",
+        )
 
     total = len(chunks)
+    writing: Future[None] | None = None
     for start in range(0, total, batch_size):
         batch = chunks[start : start + batch_size]
         progress("embedding", start, total)
         vectors = embeddings.embed_documents([c.embedding_text for c in batch])
-        store.upsert_chunks(audience, doc_id=doc_id, source=source, content_hash=digest, chunks=batch, vectors=vectors)
+        if writing is not None:
+            writing.result()  # one batch in flight at a time; a failed write stops the job here
+        writing = _io().submit(
+            store.upsert_chunks,
+            audience,
+            doc_id=doc_id,
+            source=source,
+            content_hash=digest,
+            chunks=batch,
+            vectors=vectors,
+        )
+    if writing is not None:
+        writing.result()
     progress("saving", total, total)
-    store.flush()
-    if stale:
-        store.delete_other_versions(audience, doc_id, digest)
+    if current is not None:  # drop what the new version did not overwrite, before recording it
+        new_keys = {(digest, n) for n in range(total)}
+        stale = [n for n in range(current.chunks) if (current.content_hash, n) not in new_keys]
+        store.delete_chunks(audience, doc_id, current.content_hash, stale)
+    store.record_document(
+        audience,
+        DocumentInfo(doc_id, source, parsed.title, audience.scope, total, digest, time.time()),
+    )
+    if flush:
+        store.flush()
     return IngestResult("ready", doc_id, source, total, parsed.title)

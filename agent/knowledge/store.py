@@ -23,6 +23,7 @@ from agent.types import Audience, Chunk, DocumentInfo, Hit
 SearchMode = Literal["hybrid", "dense", "bm25"]
 
 _MODEL_PROPERTY = "expertbot.embedding"
+_CATALOG_FIELDS = ["doc_id", "source", "title", "scope", "content_hash", "chunks", "created_at"]
 PARTITIONS = 64
 MAX_QUERY_ROWS = 16384  # Milvus caps one query's offset + limit here; ingestion keeps documents below it
 _HIT_FIELDS = ["doc_id", "source", "title", "heading", "scope", "chunk", "text"]
@@ -70,10 +71,14 @@ def audience_partitions(audience: Audience) -> list[str]:
     return sorted({partition_of(audience.tenant, s) for s in audience.visible_scopes})
 
 
+def _key(*parts: str) -> str:
+    """A deterministic primary key from its parts (Milvus VARCHAR keys: 40 hex characters)."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
+
+
 def chunk_key(audience: Audience, doc_id: str, content_hash: str, number: int) -> str:
-    """A deterministic primary key: ingesting the same version twice overwrites instead of duplicating."""
-    raw = "\x1f".join((audience.tenant, audience.scope, doc_id, content_hash, str(number)))
-    return hashlib.sha256(raw.encode()).hexdigest()[:40]
+    """A passage's key: ingesting the same version twice overwrites instead of duplicating."""
+    return _key(audience.tenant, audience.scope, doc_id, content_hash, str(number))
 
 
 @dataclass(frozen=True)
@@ -124,12 +129,15 @@ class KnowledgeStore:
         embedding_name: str,
         token: str | None = None,
         weights: SearchWeights | None = None,
+        dense_index: str = "AUTOINDEX",
     ) -> None:
         self.client = MilvusClient(uri=uri, token=token or "")
         self.collection = collection
+        self.catalog = f"{collection}_documents"
         self.dim = dim
         self.embedding_name = embedding_name
         self.weights = weights or SearchWeights()
+        self.dense_index = dense_index
         self._ready = False
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="milvus-search")
         self._model_tag = f"{embedding_name} dim={dim} partitions={PARTITIONS}"
@@ -149,7 +157,31 @@ class KnowledgeStore:
             self.client.load_collection(self.collection)
         else:
             self._create()
+        if self.client.has_collection(self.catalog):
+            self.client.load_collection(self.catalog)
+        else:
+            self._create_catalog()
         self._ready = True
+
+    def _create_catalog(self) -> None:
+        """One row per document version held (and one per content hash), looked up by primary key.
+
+        Ingestion decides what to do from these rows instead of scanning passages, which on Milvus Lite costs
+        a pass over every unflushed row. Milvus wants a vector in every collection: `unused` is that.
+        """
+        schema = self.client.create_schema(auto_id=False, description="expertbot documents")
+        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=64)
+        for name, length in (("tenant", 256), ("scope", 512), ("doc_id", 1024), ("source", 1024), ("title", 1024)):
+            schema.add_field(name, DataType.VARCHAR, max_length=length)
+        schema.add_field("kind", DataType.VARCHAR, max_length=16)
+        schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
+        schema.add_field("chunks", DataType.INT32)
+        schema.add_field("created_at", DataType.INT64)
+        schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)
+        index = self.client.prepare_index_params()
+        index.add_index("unused", index_type="AUTOINDEX", metric_type="L2")
+        index.add_index("tenant", index_type="INVERTED")
+        self.client.create_collection(self.catalog, schema=schema, index_params=index)
 
     def _create(self) -> None:
         schema = self.client.create_schema(auto_id=False, description="expertbot passages")
@@ -182,7 +214,7 @@ class KnowledgeStore:
             )
         )
         index = self.client.prepare_index_params()
-        index.add_index("dense", index_type="AUTOINDEX", metric_type="COSINE")
+        index.add_index("dense", index_type=self.dense_index, metric_type="COSINE")
         index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         index.add_index("tenant", index_type="INVERTED")
         index.add_index("scope", index_type="INVERTED")
@@ -228,14 +260,11 @@ class KnowledgeStore:
         if rows:
             self.client.upsert(self.collection, rows, partition_name=partition_of(audience.tenant, audience.scope))
 
-    def delete_other_versions(self, audience: Audience, doc_id: str, keep_hash: str) -> None:
-        """Drop the chunks of a document's older versions, after the new version is fully written."""
-        self.ensure_collection()
-        self.client.delete(
-            self.collection,
-            filter=f"{document_expr(audience, doc_id)} and content_hash != {literal(keep_hash)}",
-            partition_name=partition_of(audience.tenant, audience.scope),
-        )
+    def delete_chunks(self, audience: Audience, doc_id: str, content_hash: str, numbers: Sequence[int]) -> None:
+        """Delete passages of one document version by primary key (no scan)."""
+        if numbers:
+            keys = [chunk_key(audience, doc_id, content_hash, n) for n in numbers]
+            self.client.delete(self.collection, ids=keys, partition_name=partition_of(audience.tenant, audience.scope))
 
     def forget(self, audience: Audience, doc_id: str) -> int:
         """Remove every chunk of a document in this exact scope; returns how many there were."""
@@ -244,28 +273,64 @@ class KnowledgeStore:
         partition = partition_of(audience.tenant, audience.scope)
         count = len(self._query(expr, ["pk"], [partition], bounded=True))
         self.client.delete(self.collection, filter=expr, partition_name=partition)
+        known = self.document(audience, doc_id)
+        doomed = [_doc_key(audience, doc_id)] + ([_content_key(audience, known.content_hash)] if known else [])
+        self.client.delete(self.catalog, ids=doomed)
         self.flush()
         return count
 
     def flush(self) -> None:
         """Seal written rows: Milvus Lite searches unflushed rows by brute force, slowly."""
         self.client.flush(self.collection)
+        self.client.flush(self.catalog)
+
+    def record_document(self, audience: Audience, doc: DocumentInfo) -> None:
+        """Note that this version of the document is completely written (and its content known here)."""
+        self.ensure_collection()
+        row = {
+            "tenant": audience.tenant,
+            "scope": audience.scope,
+            "doc_id": _clip(doc.doc_id, 1024),
+            "source": _clip(doc.source, 1024),
+            "title": _clip(doc.title, 1024),
+            "content_hash": doc.content_hash,
+            "chunks": doc.chunks,
+            "created_at": int(doc.updated_at),
+            "unused": [0.0, 0.0],
+        }
+        self.client.upsert(
+            self.catalog,
+            [
+                {**row, "pk": _doc_key(audience, doc.doc_id), "kind": "doc"},
+                {**row, "pk": _content_key(audience, doc.content_hash), "kind": "content"},
+            ],
+        )
 
     # --- reads -----------------------------------------------------------------------------------------------
-    def versions(self, audience: Audience, doc_id: str, content_hash: str) -> list[DocumentInfo]:
-        """What this scope holds under this document id or with this content: decides what ingestion does."""
-        expr = (
-            f"tenant == {literal(audience.tenant)} and scope == {literal(audience.scope)}"
-            f" and (doc_id == {literal(doc_id)} or content_hash == {literal(content_hash)})"
-        )
-        return self._documents(expr, [partition_of(audience.tenant, audience.scope)], bounded=True)
+    def document(self, audience: Audience, doc_id: str) -> DocumentInfo | None:
+        """The completely written version of a document in this exact scope, if any."""
+        return self._catalog_get(_doc_key(audience, doc_id))
+
+    def document_with_content(self, audience: Audience, content_hash: str) -> DocumentInfo | None:
+        """A document of this exact scope whose current version has exactly this content."""
+        known = self._catalog_get(_content_key(audience, content_hash))
+        if known is None:
+            return None
+        current = self.document(audience, known.doc_id)  # it may have a newer version since
+        return current if current is not None and current.content_hash == content_hash else None
 
     def list_documents(self, tenant: str, scopes: Sequence[str] | None = None) -> list[DocumentInfo]:
-        expr = f"tenant == {literal(tenant)}"
-        if scopes is None:
-            return self._documents(expr, None)
-        expr += f" and scope in [{', '.join(literal(s) for s in scopes)}]"
-        return self._documents(expr, sorted({partition_of(tenant, s) for s in scopes}))
+        self.ensure_collection()
+        expr = f'kind == "doc" and tenant == {literal(tenant)}'
+        if scopes is not None:
+            expr += f" and scope in [{', '.join(literal(s) for s in scopes)}]"
+        rows = self.client.query(self.catalog, filter=expr, output_fields=_CATALOG_FIELDS, limit=MAX_QUERY_ROWS)
+        return sorted((_document(r) for r in rows), key=lambda d: (d.scope, d.doc_id))
+
+    def _catalog_get(self, key: str) -> DocumentInfo | None:
+        self.ensure_collection()
+        rows = self.client.get(self.catalog, ids=[key], output_fields=_CATALOG_FIELDS)
+        return _document(rows[0]) if rows else None
 
     def count(self, audience: Audience | None = None) -> int:
         self.ensure_collection()
@@ -347,26 +412,25 @@ class KnowledgeStore:
             iterator.close()
         return rows
 
-    def _documents(self, expr: str, partitions: list[str] | None, *, bounded: bool = False) -> list[DocumentInfo]:
-        fields = ["doc_id", "source", "title", "scope", "content_hash", "created_at"]
-        docs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-        for row in self._query(expr, fields, partitions, bounded=bounded):
-            docs.setdefault((row["scope"], row["doc_id"], row["content_hash"]), []).append(row)
-        return sorted(
-            (
-                DocumentInfo(
-                    doc_id=doc_id,
-                    source=rows[0]["source"],
-                    title=rows[0]["title"],
-                    scope=scope,
-                    chunks=len(rows),
-                    content_hash=h,
-                    updated_at=float(rows[0]["created_at"]),
-                )
-                for (scope, doc_id, h), rows in docs.items()
-            ),
-            key=lambda d: (d.scope, d.doc_id),
-        )
+
+def _doc_key(audience: Audience, doc_id: str) -> str:
+    return _key("doc", audience.tenant, audience.scope, doc_id)
+
+
+def _content_key(audience: Audience, content_hash: str) -> str:
+    return _key("content", audience.tenant, audience.scope, content_hash)
+
+
+def _document(row: dict[str, Any]) -> DocumentInfo:
+    return DocumentInfo(
+        doc_id=row["doc_id"],
+        source=row["source"],
+        title=row["title"],
+        scope=row["scope"],
+        chunks=int(row["chunks"]),
+        content_hash=row["content_hash"],
+        updated_at=float(row["created_at"]),
+    )
 
 
 def _hit(row: dict[str, Any]) -> Hit:
