@@ -22,6 +22,7 @@ MAX_SENTENCE_CHARS = 400
 _DIGIT = re.compile(r"\d")
 _RANK_BONUS = {1: 0.08, 2: 0.03}  # the retriever's order carries information too
 _REPEAT = 0.85  # cosine above which a sentence only repeats one already quoted
+_MARGIN = 0.4  # sentences scoring this far below the best one are not worth quoting
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,9 @@ def extract_answer(
     ]
     chosen: list[int] = []
     used = 0
+    floor = max(scores) - _MARGIN
     for n in sorted(range(len(candidates)), key=scores.__getitem__, reverse=True):
-        if len(chosen) == max_sentences or used > budget_chars:
+        if len(chosen) == max_sentences or used > budget_chars or scores[n] < floor:
             break
         if any(float(matrix[n] @ matrix[c]) > _REPEAT for c in chosen):
             continue
