@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Any
 
 _TRADITIONAL = set("們這個來為會說問題時開關於與發現經過對應實際資料體點機還裡樣檔嗎麼")
 _SIMPLIFIED = set("们这个来为会说问题时开关于与发现经过对应实际资料体点机还里样档吗么")
@@ -90,7 +91,7 @@ PHRASES: dict[str, dict[str, str]] = {
 
 
 @lru_cache(maxsize=1)
-def _identifier() -> object:
+def _identifier() -> Any:
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
@@ -101,7 +102,7 @@ def detect_language(text: str) -> str:
     sample = re.sub(r"https?://\S+|`[^`]*`", " ", text)[:1000]
     if len(sample.strip()) < 3:
         return "en"
-    code, prob = _identifier().classify(sample)  # type: ignore[attr-defined]
+    code, prob = _identifier().classify(sample)
     if code == "zh":
         chars = set(sample)
         return "zh-tw" if len(chars & _TRADITIONAL) > len(chars & _SIMPLIFIED) else "zh"

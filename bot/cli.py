@@ -7,14 +7,17 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from agent.settings import ConfigError, Settings, get_settings
-from agent.types import TENANT_WIDE, Audience
+from agent.types import TENANT_WIDE, Audience, Route
+
+if TYPE_CHECKING:
+    from agent.knowledge.store import SearchMode
 
 app = typer.Typer(help="expertbot: your company's domain expert in chat.", no_args_is_help=True)
 
@@ -151,7 +154,7 @@ def ask(
     from agent.types import ChatRequest
     from bot.console import render
 
-    forced = {"auto": None, "docs": "retrieve", "expert": "domain"}
+    forced: dict[str, Route | None] = {"auto": None, "docs": "retrieve", "expert": "domain"}
     if route not in forced:
         raise _fail("--route must be auto, docs or expert", 2)
     settings = _settings()
@@ -159,7 +162,7 @@ def ask(
         text=question,
         audience=_audience(settings, tenant, scope),
         thread=thread,
-        forced_route=forced[route],  # type: ignore[arg-type]
+        forced_route=forced[route],
     )
     reply = make_chat_core(settings).answer(request)
     if as_json:
@@ -181,9 +184,10 @@ def search(
     from agent.knowledge.service import open_knowledge
 
     settings = _settings()
-    if mode not in ("hybrid", "dense", "bm25"):
+    modes: dict[str, SearchMode] = {"hybrid": "hybrid", "dense": "dense", "bm25": "bm25"}
+    if mode not in modes:
         raise _fail("--mode must be hybrid, dense or bm25", 2)
-    hits = open_knowledge(settings).search(_audience(settings, tenant, scope), question, k=k, mode=mode)  # type: ignore[arg-type]
+    hits = open_knowledge(settings).search(_audience(settings, tenant, scope), question, k=k, mode=modes[mode])
     if as_json:
         _print_json({"hits": [h.__dict__ for h in hits]})
         return
@@ -345,5 +349,29 @@ def bench_search(
     _print_json(report) if as_json else out.print(report)
 
 
+def main() -> None:
+    """The console script: known failures become one line with what to do, not a traceback."""
+    import redis
+    from pymilvus.exceptions import MilvusException
+
+    from agent.knowledge.store import StoreError
+
+    try:
+        app()
+    except MilvusException as exc:
+        settings = get_settings()
+        err.print(f"[red]error:[/] Milvus at {settings.effective_milvus_uri} did not answer ({exc.message}).")
+        err.print("Start the local stack with `expertbot up --no-chat`, or point MILVUS_URI at your Milvus.")
+        sys.exit(1)
+    except redis.ConnectionError as exc:
+        settings = get_settings()
+        err.print(f"[red]error:[/] Redis at {settings.effective_redis_url} did not answer ({exc}).")
+        err.print("Start the local stack with `expertbot up --no-chat`, or point REDIS_URL at your Redis.")
+        sys.exit(1)
+    except StoreError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

@@ -231,3 +231,22 @@ def test_eval_retrieval_on_a_tiny_corpus(services, tmp_path: Path) -> None:
     assert report["recall_at_5"] == 1.0
     assert report["recall_at_5_en"] == 1.0
     assert report["recall_at_5_other"] == 1.0
+
+
+def test_unreachable_services_get_one_clear_line_not_a_traceback(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port with nothing behind it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MILVUS_URI": f"http://127.0.0.1:{port}", "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    for args, service in ((["search", "anything"], "Milvus"), (["ingest", str(tmp_path)], "Redis")):
+        if args[0] == "ingest":
+            (tmp_path / "a.md").write_text("# A\n\nSome text.")
+        proc = subprocess.run(
+            [sys.executable, "-m", "bot.cli", *args], env=env, capture_output=True, text=True, timeout=120
+        )
+        said = " ".join(proc.stderr.split())  # rich wraps long lines
+        assert proc.returncode == 1
+        assert f"{service} at" in said and "did not answer" in said
+        assert "Traceback" not in said and "expertbot up" in said
