@@ -57,7 +57,9 @@ def _ingest(settings: Settings, audience: Audience, arg: str, console: Console) 
 def run_console(settings: Settings, audience: Audience | None = None) -> None:
     console = Console()
     audience = audience or Audience(settings.default_tenant, settings.default_scope)
-    core = make_chat_core(settings)
+    with console.status("loading the knowledge base and the models ..."):
+        core = make_chat_core(settings)
+        core.knowledge.search(audience, "warm-up")  # connect, create the collection, load the embedding model
     thread = f"console-{uuid.uuid4().hex[:8]}"
     console.print(f"expertbot console — tenant {audience.tenant}, scope {audience.scope}. /help for commands.")
     while True:
