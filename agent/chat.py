@@ -32,7 +32,7 @@ from agent.knowledge.service import Knowledge
 from agent.language import detect_language, phrase
 from agent.routing import SemanticRouter, parse_forced_route
 from agent.settings import Settings
-from agent.types import Audience, ChatReply, ChatRequest, Hit, Route
+from agent.types import Audience, ChatReply, ChatRequest, Hit, Route, best_similarity
 
 MAX_QUESTION_CHARS = 4000
 RELEVANCE_FLOOR = 0.18
@@ -64,7 +64,7 @@ def _ms(since: float) -> float:
 
 
 def _relevant(hits: list[Hit]) -> bool:
-    return max((h.similarity or 0.0 for h in hits), default=0.0) >= RELEVANCE_FLOOR
+    return best_similarity(hits) >= RELEVANCE_FLOOR
 
 
 def _renumber(text: str, cited: list[int]) -> str:
@@ -142,7 +142,7 @@ class ChatCore:
             else []
         )
         search_ms = _ms(started)
-        relevance = max((h.similarity or 0.0 for h in hits), default=0.0)
+        relevance = best_similarity(hits)
         if forced:
             route, confidence, why = forced, 1.0, f"route forced to {forced}"
         else:

@@ -10,7 +10,8 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from agent.knowledge.ingest import ingest_bytes
 from agent.knowledge.service import Knowledge
 from agent.knowledge.store import KnowledgeStore, SearchMode
 from agent.settings import Settings
-from agent.types import Audience, ChatRequest, Route
+from agent.types import Audience, ChatRequest, Route, best_similarity
 
 EVAL_AUDIENCE = Audience("eval", "corpus")
 
@@ -30,6 +31,7 @@ class Question:
     question: str
     language: str
     gold_docs: frozenset[str]
+    answer_keys: tuple[str, ...] = ()
 
 
 def read_questions(path: Path) -> list[Question]:
@@ -39,7 +41,14 @@ def read_questions(path: Path) -> list[Question]:
             continue
         row = json.loads(line)
         try:
-            questions.append(Question(row["question"], row.get("language", ""), frozenset(row["gold_docs"])))
+            questions.append(
+                Question(
+                    row["question"],
+                    row.get("language", ""),
+                    frozenset(row["gold_docs"]),
+                    tuple(row.get("answer_keys", ())),
+                )
+            )
         except KeyError as exc:
             raise ValueError(f"{path}:{n}: missing field {exc}") from None
     return questions
@@ -47,6 +56,17 @@ def read_questions(path: Path) -> list[Question]:
 
 def corpus_files(corpus: Path) -> list[Path]:
     return sorted(p for p in corpus.rglob("*") if p.is_file() and not p.name.startswith((".", "MANIFEST")))
+
+
+@contextmanager
+def temporary_knowledge(settings: Settings, corpus: Path) -> Iterator[tuple[Knowledge, int]]:
+    """A knowledge base filled from the corpus in a temporary Milvus Lite file, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="expertbot-eval-") as tmp:
+        knowledge, chunks = build_knowledge(settings, corpus, Path(tmp) / "eval.db", _stderr)
+        try:
+            yield knowledge, chunks
+        finally:
+            knowledge.store.client.close()
 
 
 def build_knowledge(
@@ -121,12 +141,10 @@ def evaluate_retrieval(
 ) -> dict[str, Any]:
     questions = read_questions(qa_file)
 
-    with tempfile.TemporaryDirectory(prefix="expertbot-eval-") as tmp:
-        started = time.perf_counter()
-        knowledge, chunks = build_knowledge(settings, corpus, Path(tmp) / "eval.db", _stderr)
+    started = time.perf_counter()
+    with temporary_knowledge(settings, corpus) as (knowledge, chunks):
         ingest_s = time.perf_counter() - started
         results = {mode: score(knowledge, questions, mode=mode, k=k) for mode in modes}
-        knowledge.store.client.close()
     report = dict(results[modes[0]])
     report.update(
         embedding_model=settings.embedding_model,
@@ -137,30 +155,15 @@ def evaluate_retrieval(
     return report
 
 
-@dataclass(frozen=True)
-class AnswerQuestion:
-    question: str
-    language: str
-    gold_docs: frozenset[str]
-    answer_keys: tuple[str, ...]
-
-
-def read_answer_questions(path: Path) -> list[AnswerQuestion]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [
-        AnswerQuestion(r["question"], r.get("language", ""), frozenset(r["gold_docs"]), tuple(r["answer_keys"]))
-        for r in rows
-    ]
-
-
 def evaluate_answers(settings: Settings, corpus: Path, qa_file: Path, *, forced: Route | None = None) -> dict[str, Any]:
     """Share of answers quoting one of the question's answer keys, and share citing a gold document."""
     from agent.chat import ChatCore
     from agent.models.factory import make_chat_model
 
-    questions = read_answer_questions(qa_file)
-    with tempfile.TemporaryDirectory(prefix="expertbot-eval-") as tmp:
-        knowledge, chunks = build_knowledge(settings, corpus, Path(tmp) / "eval.db", _stderr)
+    questions = read_questions(qa_file)
+    if not all(q.answer_keys for q in questions):
+        raise ValueError(f"{qa_file}: every question needs answer_keys to score answers")
+    with temporary_knowledge(settings, corpus) as (knowledge, chunks):
         core = ChatCore(knowledge, llm=make_chat_model(settings))
         key_hits = gold_hits = 0
         routes: dict[str, int] = {}
@@ -176,7 +179,6 @@ def evaluate_answers(settings: Settings, corpus: Path, qa_file: Path, *, forced:
             if not (has_key and cites_gold):
                 misses.append({"question": q.question, "route": reply.route, "key": has_key, "gold": cites_gold})
         elapsed = time.perf_counter() - started
-        knowledge.store.client.close()
     total = max(len(questions), 1)
     return {
         "questions": len(questions),
@@ -203,10 +205,7 @@ def routing_report(settings: Settings, data: Path, corpus: Path | None = None) -
     router = SemanticRouter(get_embeddings(settings.embedding_model))
     if corpus is None:
         return evaluate_routing(router, rows)
-    with tempfile.TemporaryDirectory(prefix="expertbot-eval-") as tmp:
-        knowledge, _ = build_knowledge(settings, corpus, Path(tmp) / "eval.db", _stderr)
+    with temporary_knowledge(settings, corpus) as (knowledge, _):
         for row in rows:
-            hits = knowledge.search(EVAL_AUDIENCE, row["text"], k=5)
-            row["retrieval_score"] = max((h.similarity or 0.0 for h in hits), default=0.0)
-        knowledge.store.client.close()
+            row["retrieval_score"] = best_similarity(knowledge.search(EVAL_AUDIENCE, row["text"], k=5))
     return evaluate_routing(router, rows)

@@ -79,6 +79,11 @@ class Hit:
     """Cosine similarity to the question, when the dense search returned this passage (a relevance signal)."""
 
 
+def best_similarity(hits: list[Hit]) -> float:
+    """How well the best passage matches the question (0 when no dense search returned any)."""
+    return max((h.similarity or 0.0 for h in hits), default=0.0)
+
+
 @dataclass(frozen=True)
 class DocumentInfo:
     doc_id: str

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import statistics
 import sys
 import tempfile
@@ -30,16 +29,10 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def temporary_stack(base: Settings, *, worker: bool) -> Iterator[Settings]:
     """A throw-away Milvus Lite server (and Redis, unless REDIS_URL is set, and a worker) in a temp folder."""
-    from bot.stack import LocalStack
+    from bot.stack import LocalStack, free_port
 
     with tempfile.TemporaryDirectory(prefix="expertbot-bench-") as tmp:
         overrides = {

@@ -108,8 +108,7 @@ def ingest(
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the jobs and show their progress.")] = False,
 ) -> None:
     """Queue documents for ingestion by the workers."""
-    from bot.jobs import follow_jobs
-    from workers.client import submit_ingest
+    from bot.jobs import follow_jobs, submit_files
 
     settings = _settings()
     audience = _audience(settings, tenant, scope)
@@ -124,12 +123,7 @@ def ingest(
         for p in sorted(path.rglob("*"))
         if p.is_file()
     ]
-    jobs: dict[str, str] = {}
-    for path, doc_id in files:
-        if path.stat().st_size > settings.max_upload_bytes:
-            err.print(f"[yellow]skipped[/] {path}: over the {settings.max_upload_mb:g} MB limit")
-            continue
-        jobs[submit_ingest(settings, audience, path.read_bytes(), path.name, doc_id)] = doc_id
+    jobs = submit_files(settings, audience, files, err)
     err.print(f"queued {len(jobs)} document(s) for {audience.tenant}/{audience.scope}")
     if not wait:
         for job_id, name in jobs.items():

@@ -40,18 +40,15 @@ def render(reply: ChatReply, console: Console) -> None:
 
 
 def _ingest(settings: Settings, audience: Audience, arg: str, console: Console) -> None:
-    from bot.jobs import follow_jobs
-    from workers.client import submit_ingest
+    from bot.jobs import follow_jobs, submit_files
 
     path = Path(arg).expanduser()
     if not path.is_file():
         console.print(f"no such file: {path}")
         return
-    if path.stat().st_size > settings.max_upload_bytes:
-        console.print(f"{path.name} is over the {settings.max_upload_mb:g} MB limit")
-        return
-    job = submit_ingest(settings, audience, path.read_bytes(), path.name, path.name)
-    follow_jobs({job: path.name}, console)
+    jobs = submit_files(settings, audience, [(path, path.name)], console)
+    if jobs:
+        follow_jobs(jobs, console)
 
 
 def run_console(settings: Settings, audience: Audience | None = None) -> None:

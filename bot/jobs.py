@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from workers.client import JobStatus, job_status
+from agent.settings import Settings
+from agent.types import Audience
+from workers.client import JobStatus, job_status, submit_ingest
+
+
+def submit_files(
+    settings: Settings, audience: Audience, files: Iterable[tuple[Path, str]], console: Console
+) -> dict[str, str]:
+    """Queue local files (path, document id) for ingestion; oversized ones are skipped with a message."""
+    jobs: dict[str, str] = {}
+    for path, doc_id in files:
+        if path.stat().st_size > settings.max_upload_bytes:
+            console.print(f"[yellow]skipped[/] {path}: over the {settings.max_upload_mb:g} MB limit")
+            continue
+        jobs[submit_ingest(settings, audience, path.read_bytes(), path.name, doc_id)] = doc_id
+    return jobs
 
 
 def describe(status: JobStatus, name: str) -> str:

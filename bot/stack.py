@@ -98,6 +98,13 @@ class ManagedProcess:
             os.killpg(self.popen.pid, sig)
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def ensure_port_free(port: int, setting: str) -> None:
     """Fail early, naming the setting. Needed: gRPC binds with SO_REUSEPORT, so Milvus would not fail."""
     with socket.socket() as sock:

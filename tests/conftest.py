@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,17 +18,12 @@ from urllib.parse import urlparse, urlunparse
 import pytest
 import redis
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
+from bot.stack import free_port
 
 _TMP = Path(tempfile.mkdtemp(prefix="expertbot-tests-"))
 _USER_REDIS = os.environ.get("REDIS_URL")
-_REDIS_PORT = _free_port()
-_MILVUS_PORT = _free_port()
+_REDIS_PORT = free_port()
+_MILVUS_PORT = free_port()
 os.environ.update(
     {
         "EXPERTBOT_DATA_DIR": str(_TMP),

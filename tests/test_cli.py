@@ -234,11 +234,9 @@ def test_eval_retrieval_on_a_tiny_corpus(services, tmp_path: Path) -> None:
 
 
 def test_unreachable_services_get_one_clear_line_not_a_traceback(tmp_path):
-    import socket
+    from bot.stack import free_port
 
-    with socket.socket() as s:  # a port with nothing behind it
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens behind it
     env = {**os.environ, "MILVUS_URI": f"http://127.0.0.1:{port}", "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
     for args, service in ((["search", "anything"], "Milvus"), (["ingest", str(tmp_path)], "Redis")):
         if args[0] == "ingest":

@@ -16,15 +16,9 @@ import pytest
 import redis
 
 from agent.settings import Settings
-from bot.stack import LocalStack, StackError, start_milvus, start_redis
+from bot.stack import LocalStack, StackError, free_port, start_milvus, start_redis
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def assert_gone(pids: list[int]) -> None:
