@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     default_tenant: str = "local"
     default_scope: str = "console"
 
+    # --- chat surfaces (Slack, Teams) -------------------------------------------------------------------------
+    admins: str = Field(
+        "", description="Comma-separated user ids (Slack U..., Teams AAD object ids) allowed to forget and retrain."
+    )
+    dedup_window_s: int = Field(900, ge=600, description="A redelivered event within this window is ignored.")
+    answer_concurrency: int = Field(4, ge=1, description="Questions answered at once per bot process.")
+
     # --- workers ---------------------------------------------------------------------------------------------
     worker_concurrency: int = Field(1, ge=1)
     job_visibility_s: int = Field(
@@ -90,6 +97,10 @@ class Settings(BaseSettings):
     @property
     def adapter_registry(self) -> Path:
         return self.adapters_dir or self.data_dir / "adapters"
+
+    @property
+    def admin_ids(self) -> frozenset[str]:
+        return frozenset(a.strip() for a in self.admins.split(",") if a.strip())
 
     @property
     def max_upload_bytes(self) -> int:

@@ -16,7 +16,7 @@ from agent.types import Audience
 from workers import blobs
 from workers.celery_app import QUEUES, app
 from workers.connections import redis_client
-from workers.names import FORGET_DOCUMENT, INGEST_DOCUMENT, INGEST_QUEUE
+from workers.names import FORGET_DOCUMENT, INGEST_DOCUMENT, INGEST_QUEUE, TRAIN_ADAPTER, TRAIN_QUEUE
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,12 @@ def submit_ingest(
 
 def submit_forget(audience: Audience, doc_id: str) -> str:
     result = app.send_task(FORGET_DOCUMENT, args=[audience.tenant, audience.scope, doc_id], queue=INGEST_QUEUE)
+    return str(result.id)
+
+
+def submit_training(tenant: str, *, force: bool = False) -> str:
+    """Queue a retraining of `tenant`'s adapter on the train queue; `force` trains even when no data is new."""
+    result = app.send_task(TRAIN_ADAPTER, args=[tenant], kwargs={"force": force}, queue=TRAIN_QUEUE)
     return str(result.id)
 
 

@@ -5,3 +5,4 @@ TRAIN_QUEUE = "train"
 
 INGEST_DOCUMENT = "expertbot.ingest_document"
 FORGET_DOCUMENT = "expertbot.forget_document"
+TRAIN_ADAPTER = "expertbot.train_adapter"

@@ -1,0 +1,163 @@
+"""What people teach the bot: curated domain knowledge and votes on its answers, the inputs of adapter training.
+
+Both live in Redis, so every chat surface and the trainer share them across processes and machines. Each item
+keeps the audience it was given in: content taught or voted on in a private channel or a direct message must
+never reach an adapter that the whole tenant uses (a LoRA adapter can repeat what it was trained on), so the
+training-data builder reads `scope` and keeps only tenant-wide items.
+
+Every write also stamps the tenant's "changed at" time, which lets the nightly retraining skip tenants with
+nothing new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import redis
+
+from agent.types import Audience
+
+CuratedKind = Literal["term", "qa", "style"]
+"""term: a word and its definition; qa: a question and its answer; style: a request and an answer in house style."""
+
+ANSWER_TTL_S = 30 * 24 * 3600
+"""How long an answer can still be voted on."""
+
+_PREFIX = "expertbot:learning"
+
+
+def _key(*parts: str) -> str:
+    return ":".join((_PREFIX, *parts))
+
+
+@dataclass(frozen=True)
+class CuratedItem:
+    kind: CuratedKind
+    prompt: str
+    """The term, the question, or the request."""
+    text: str
+    """The definition, the answer, or the answer in house style."""
+    tenant: str
+    scope: str
+    source: str
+    """Provenance: "slack:U123", "teams:29:1abc", "file:glossary.csv" ..."""
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class AnswerRecord:
+    """An answer the bot gave, remembered so that a 👍/👎 click (which carries only the id) can refer to it."""
+
+    answer_id: str
+    tenant: str
+    scope: str
+    question: str
+    answer: str
+    route: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Vote:
+    answer_id: str
+    tenant: str
+    scope: str
+    user: str
+    helpful: bool
+    at: float
+
+
+def parse_teach(text: str) -> tuple[str, str]:
+    """`term :: definition` -> (term, definition); a ValueError says how to write it otherwise."""
+    term, sep, definition = text.partition("::")
+    term, definition = term.strip(), definition.strip()
+    if not sep or not term or not definition:
+        raise ValueError("write it as: teach <term> :: <definition>")
+    if len(term) > 200 or len(definition) > 4000:
+        raise ValueError("a term may have up to 200 characters and a definition up to 4,000")
+    return term, definition
+
+
+class LearningStore:
+    """Curated items, remembered answers and votes, per tenant, in one Redis database."""
+
+    def __init__(self, client: redis.Redis[bytes]) -> None:
+        self.client = client
+
+    @classmethod
+    def from_url(cls, url: str) -> LearningStore:
+        return cls(redis.Redis.from_url(url))
+
+    # --- curated knowledge ---------------------------------------------------------------------------------
+
+    def add_curated(self, item: CuratedItem) -> bool:
+        """Store an item; teaching the same prompt again in the same scope replaces its text. True when new."""
+        item = item if item.at else CuratedItem(**{**asdict(item), "at": time.time()})
+        field = hashlib.sha1(f"{item.kind}\0{item.scope}\0{item.prompt.casefold()}".encode()).hexdigest()
+        created = self.client.hset(_key("curated", item.tenant), field, json.dumps(asdict(item), ensure_ascii=False))
+        self._touch(item.tenant)
+        return bool(created)
+
+    def curated(self, tenant: str) -> list[CuratedItem]:
+        rows = self.client.hvals(_key("curated", tenant))
+        return sorted((CuratedItem(**json.loads(r)) for r in rows), key=lambda i: (i.at, i.prompt))
+
+    # --- answers and votes ---------------------------------------------------------------------------------
+
+    def remember_answer(self, audience: Audience, question: str, answer: str, route: str) -> str:
+        """Keep an answer for ANSWER_TTL_S so that votes can refer to it; returns its id."""
+        record = AnswerRecord(uuid.uuid4().hex, audience.tenant, audience.scope, question, answer, route, time.time())
+        self.client.set(
+            _key("answer", record.answer_id), json.dumps(asdict(record), ensure_ascii=False), ex=ANSWER_TTL_S
+        )
+        return record.answer_id
+
+    def answer(self, answer_id: str) -> AnswerRecord | None:
+        raw = self.client.get(_key("answer", answer_id))
+        return AnswerRecord(**json.loads(raw)) if raw else None
+
+    def vote(self, answer_id: str, user: str, helpful: bool) -> Vote | None:
+        """Record a user's vote (their latest vote on an answer counts); None when the answer is unknown or expired.
+
+        The voted answer is copied next to the votes without an expiry: it is training data from now on.
+        """
+        record = self.answer(answer_id)
+        if record is None:
+            return None
+        vote = Vote(answer_id, record.tenant, record.scope, user, helpful, time.time())
+        pipe = self.client.pipeline()
+        pipe.hset(_key("voted", record.tenant), answer_id, json.dumps(asdict(record), ensure_ascii=False))
+        pipe.hset(_key("votes", record.tenant), f"{answer_id}:{user}", json.dumps(asdict(vote)))
+        pipe.execute()
+        self._touch(record.tenant)
+        return vote
+
+    def votes(self, tenant: str) -> list[Vote]:
+        return sorted((Vote(**json.loads(r)) for r in self.client.hvals(_key("votes", tenant))), key=lambda v: v.at)
+
+    def helpful_answers(self, tenant: str) -> list[AnswerRecord]:
+        """Answers with more 👍 than 👎, oldest first."""
+        score: dict[str, int] = {}
+        for v in self.votes(tenant):
+            score[v.answer_id] = score.get(v.answer_id, 0) + (1 if v.helpful else -1)
+        records = [AnswerRecord(**json.loads(r)) for r in self.client.hvals(_key("voted", tenant))]
+        return sorted((r for r in records if score.get(r.answer_id, 0) > 0), key=lambda r: r.at)
+
+    # --- change tracking -----------------------------------------------------------------------------------
+
+    def _touch(self, tenant: str) -> None:
+        self.client.set(_key("changed", tenant), repr(time.time()))
+
+    def mark_changed(self, tenant: str) -> None:
+        """Note that a tenant's training inputs changed (e.g. a tenant-wide document was ingested)."""
+        self._touch(tenant)
+
+    def changed_at(self, tenant: str) -> float:
+        """When the tenant's training inputs last changed (0 when never)."""
+        raw = self.client.get(_key("changed", tenant))
+        return float(raw) if raw else 0.0

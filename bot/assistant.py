@@ -1,0 +1,277 @@
+"""What every chat surface does, in one place: Slack and Teams adapters only translate to and from this.
+
+`Assistant` answers questions (the chat core, run off the event loop), runs the `/expert` commands, ingests
+documents shared in a conversation with progress, records 👍/👎 votes, and drops redelivered events. A surface
+describes where a message came from with a `Conversation`; everything else is platform-neutral.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import redis
+
+from agent.chat import ChatCore, make_chat_core
+from agent.learning import CuratedItem, LearningStore, parse_teach
+from agent.models.registry import AdapterRegistry
+from agent.settings import Settings
+from agent.types import TENANT_WIDE, Audience, ChatReply, ChatRequest, Route
+
+log = logging.getLogger(__name__)
+
+PROGRESS_POLL_S = 0.5
+
+HELP = """I answer questions about your company's domain: from the documents shared with me, or as a domain expert.
+Mention me, message me directly, or use /ask. Start a question with "docs:" or "expert:" to choose the route.
+Share a document (PDF, Word, HTML, Markdown, text) with me and it becomes knowledge for this conversation.
+
+Commands:
+  ask <question>                   answer a question
+  status                           documents, passages, queues and the current adapter
+  docs                             the documents visible here
+  forget <document>                remove a document shared here (admins)
+  teach <term> :: <definition>     teach a term; used at the next retraining
+  retrain                          retrain the domain adapter now (admins)
+  help                             this help"""
+
+ROUTE_LABELS: dict[str, str] = {"retrieve": "from documents", "domain": "domain expert", "smalltalk": "chat"}
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Where a message came from, in platform-neutral terms."""
+
+    surface: str
+    """"slack", "teams", "console"."""
+    audience: Audience
+    """Tenant (workspace or Teams tenant) and scope (the channel or chat): what documents may be seen here."""
+    thread: str
+    """The conversation memory key: the Slack thread or Teams conversation."""
+    user: str
+    private: bool
+    """A private channel, DM or group chat: what is taught here stays here."""
+
+
+@dataclass
+class Answer:
+    reply: ChatReply
+    answer_id: str
+    """The id the 👍/👎 buttons carry."""
+    links: dict[str, str] = field(default_factory=dict)
+    """Document id -> where it was shared, for the sources that have one."""
+
+    @property
+    def route_label(self) -> str:
+        return ROUTE_LABELS.get(self.reply.route, self.reply.route)
+
+
+@dataclass(frozen=True)
+class ShareProgress:
+    text: str
+    finished: bool = False
+    ok: bool = True
+
+
+class Assistant:
+    """One per bot process. Thread-safe; the heavy work runs in worker threads, never on the event loop."""
+
+    def __init__(self, settings: Settings, *, core: ChatCore | None = None) -> None:
+        self.settings = settings
+        self._core = core
+        self._core_lock = threading.Lock()
+        self._slots = asyncio.Semaphore(settings.answer_concurrency)
+        self.redis: redis.Redis[bytes] = redis.Redis.from_url(settings.effective_redis_url)
+        self.learning = LearningStore(self.redis)
+        self.adapters = AdapterRegistry(settings.adapter_registry)
+
+    # --- the chat core ------------------------------------------------------------------------------------
+
+    @property
+    def core(self) -> ChatCore:
+        """Built on first use (it loads the embedding model and connects to Milvus: seconds, not milliseconds)."""
+        with self._core_lock:
+            if self._core is None:
+                self._core = make_chat_core(self.settings)
+            return self._core
+
+    async def warm_up(self) -> None:
+        """Load the models and connect before the first question, so that it is not the slow one."""
+        core = await asyncio.to_thread(lambda: self.core)
+        await asyncio.to_thread(core.knowledge.search, Audience("warm-up", "warm-up"), "warm-up")
+
+    async def answer(self, conv: Conversation, text: str, forced_route: Route | None = None) -> Answer:
+        request = ChatRequest(text=text, audience=conv.audience, user=conv.user, thread=conv.thread)
+        request.forced_route = forced_route
+        async with self._slots:
+            reply = await asyncio.to_thread(self.core.answer, request)
+        answer_id = await asyncio.to_thread(self.learning.remember_answer, conv.audience, text, reply.text, reply.route)
+        links = await asyncio.to_thread(self._links, conv.audience.tenant, [h.doc_id for h in reply.sources])
+        return Answer(reply, answer_id, links)
+
+    # --- deliveries, votes, links -------------------------------------------------------------------------
+
+    def first_delivery(self, surface: str, event_id: str) -> bool:
+        """True the first time an event id is seen (across processes, within the dedup window)."""
+        key = f"expertbot:seen:{surface}:{event_id}"
+        return bool(self.redis.set(key, b"1", nx=True, ex=self.settings.dedup_window_s))
+
+    def vote(self, answer_id: str, user: str, helpful: bool) -> bool:
+        """Store a 👍/👎; False when the answer is unknown (expired, or a forged id)."""
+        return self.learning.vote(answer_id, user, helpful) is not None
+
+    def remember_link(self, audience: Audience, doc_id: str, url: str) -> None:
+        """Where a document was shared, so that answers citing it can link there."""
+        self.redis.hset(f"expertbot:links:{audience.tenant}", f"{audience.scope}\0{doc_id}", url)
+
+    def _links(self, tenant: str, doc_ids: list[str]) -> dict[str, str]:
+        if not doc_ids:
+            return {}
+        # A source's scope is the conversation's or the tenant-wide one; a link is keyed by the sharing scope.
+        raw = self.redis.hgetall(f"expertbot:links:{tenant}")
+        by_doc = {k.decode().split("\0", 1)[1]: v.decode() for k, v in raw.items() if b"\0" in k}
+        return {d: by_doc[d] for d in doc_ids if d in by_doc}
+
+    def is_admin(self, user: str) -> bool:
+        return user in self.settings.admin_ids
+
+    # --- commands -----------------------------------------------------------------------------------------
+
+    async def command(self, conv: Conversation, text: str) -> str:
+        """Run one `/expert` command (`help`, `status`, `docs`, `forget`, `teach`, `retrain`); returns the reply."""
+        name, _, arg = text.strip().partition(" ")
+        name, arg = name.lower(), arg.strip()
+        if name in ("", "help"):
+            return HELP
+        if name == "status":
+            return await asyncio.to_thread(self._status, conv)
+        if name == "docs":
+            return await asyncio.to_thread(self._docs, conv)
+        if name == "teach":
+            return await asyncio.to_thread(self._teach, conv, arg)
+        if name in ("forget", "retrain") and not self.is_admin(conv.user):
+            return f"Only admins can {name}. Ask one of them, or see `help`."
+        if name == "forget":
+            return await asyncio.to_thread(self._forget, conv, arg)
+        if name == "retrain":
+            return await asyncio.to_thread(self._retrain, conv)
+        return f"I don't know the command '{name}'.\n\n{HELP}"
+
+    def _status(self, conv: Conversation) -> str:
+        from workers.client import queue_depths
+
+        store = self.core.knowledge.store
+        docs = store.list_documents(conv.audience.tenant, conv.audience.visible_scopes)
+        queues = ", ".join(f"{q} {n}" for q, n in queue_depths(self.settings).items())
+        current = self.adapters.current()
+        if current is None:
+            adapter = "none (the base model answers domain questions)"
+        else:
+            metrics = current.manifest.get("metrics", {})
+            shown = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+            adapter = f"{current.name}" + (f" ({shown})" if shown else "")
+        return (
+            f"Documents here: {len(docs)} ({sum(d.chunks for d in docs)} passages)\n"
+            f"Queued jobs: {queues}\n"
+            f"Domain adapter: {adapter}"
+        )
+
+    def _docs(self, conv: Conversation) -> str:
+        docs = self.core.knowledge.store.list_documents(conv.audience.tenant, conv.audience.visible_scopes)
+        if not docs:
+            return "No documents here yet: share one with me and it becomes knowledge for this conversation."
+        lines = [
+            f"• {d.doc_id}: {d.title} ({d.chunks} passages{', tenant-wide' if d.scope == TENANT_WIDE else ''})"
+            for d in docs
+        ]
+        return "Documents visible here:\n" + "\n".join(lines)
+
+    def _teach(self, conv: Conversation, arg: str) -> str:
+        try:
+            term, definition = parse_teach(arg)
+        except ValueError as exc:
+            return f"I couldn't read that: {exc}."
+        scope = conv.audience.scope if conv.private else TENANT_WIDE
+        item = CuratedItem("term", term, definition, conv.audience.tenant, scope, f"{conv.surface}:{conv.user}")
+        new = self.learning.add_curated(item)
+        where = (
+            "It stays in this private conversation and is not used to train the shared adapter."
+            if conv.private
+            else "The domain adapter learns it at the next retraining."
+        )
+        return f"{'Learned' if new else 'Updated'} '{term}'. {where}"
+
+    def _forget(self, conv: Conversation, doc_id: str) -> str:
+        if not doc_id:
+            return "Which document? Write: forget <document> (see `docs` for the names)."
+        removed = self.core.knowledge.store.forget(conv.audience, doc_id)
+        if not removed:
+            return f"There is no document '{doc_id}' shared here (see `docs`)."
+        return f"Forgot '{doc_id}' ({removed} passages)."
+
+    def _retrain(self, conv: Conversation) -> str:
+        from workers.client import submit_training
+
+        job = submit_training(conv.audience.tenant, force=True)
+        return f"Retraining queued (job {job}). The new adapter is used only if it beats the current one."
+
+    # --- shared documents ---------------------------------------------------------------------------------
+
+    def check_upload(self, name: str, size: int) -> str | None:
+        """Why a file cannot be taken before downloading it (None when it can)."""
+        if size <= 0:
+            return f"{name} is empty."
+        if size > self.settings.max_upload_bytes:
+            mb = size / 1024 / 1024
+            return f"{name} is {mb:.1f} MB; the limit is {self.settings.max_upload_mb:g} MB."
+        return None
+
+    async def share(
+        self, conv: Conversation, data: bytes, name: str, *, link: str | None = None
+    ) -> AsyncIterator[ShareProgress]:
+        """Queue a shared file for ingestion with the conversation's audience and follow it to the end.
+
+        Yields progress lines ("Reading handbook.pdf: 40/120 passages") and a last one that is finished, saying
+        "ready" or why not. The document id is the file name, so sharing a new version replaces the old one.
+        """
+        from workers.client import job_status, submit_ingest
+
+        problem = self.check_upload(name, len(data))
+        if problem:
+            yield ShareProgress(problem, finished=True, ok=False)
+            return
+        job = await asyncio.to_thread(submit_ingest, self.settings, conv.audience, data, name, name)
+        if link:
+            await asyncio.to_thread(self.remember_link, conv.audience, name, link)
+        yield ShareProgress(f"Reading {name}: queued")
+        last = ""
+        while True:
+            status = await asyncio.to_thread(job_status, job)
+            if status.state == "error":
+                log.error("ingestion of %s failed: %s", name, status.error)
+                yield ShareProgress(f"{name} could not be read: an internal error ({status.error[:200]}).", True, False)
+                return
+            if status.finished:
+                yield _finished(name, status.result)
+                return
+            line = (
+                f"Reading {name}: {status.done}/{status.total} passages"
+                if status.total
+                else f"Reading {name}: {status.stage}"
+            )
+            if line != last:
+                last = line
+                yield ShareProgress(line)
+            await asyncio.sleep(PROGRESS_POLL_S)
+
+
+def _finished(name: str, result: dict[str, object]) -> ShareProgress:
+    status, reason = result.get("status"), result.get("reason") or "unknown reason"
+    if status == "ready":
+        return ShareProgress(f"{name} is ready: {result.get('chunks', 0)} passages.", True, True)
+    if status == "unchanged":
+        return ShareProgress(f"{name} is ready (unchanged: {reason}).", True, True)
+    return ShareProgress(f"{name} could not be read: {reason}.", True, False)
