@@ -1,34 +1,42 @@
 """The local chat console: the same chat core as Slack and Teams, in a terminal.
 
-Besides questions it understands a few commands: /ingest PATH, /docs, /new, /help, /quit. Questions may start
-with `docs:` or `expert:` to force a route.
+Besides questions it understands the commands the chat surfaces have (/docs, /status, /teach, ...) through the
+same `Assistant`, plus /ingest PATH for local files. Questions may start with `docs:` or `expert:` to force a route.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
 from rich.console import Console
 from rich.text import Text
 
-from agent.chat import make_chat_core
 from agent.settings import Settings
-from agent.types import Audience, ChatReply, ChatRequest
+from agent.types import Audience, ChatReply
+from bot.assistant import ROUTE_LABELS, Assistant, Conversation
 
 HELP = """Ask a question about the documents shared with the bot, or:
-  /ingest PATH   share a document (PDF, Word, HTML, Markdown, text) with this conversation
-  /docs          list the documents visible here
-  /new           start a new conversation (forget the context)
-  /help          this help
-  /quit          leave (Ctrl-D works too)"""
+  /ingest PATH          share a document (PDF, Word, HTML, Markdown, text) with this conversation
+  /docs                 list the documents visible here
+  /status               documents, queued jobs and the domain adapter
+  /teach TERM :: TEXT   teach a term (used at the next retraining)
+  /forget DOC           forget a document shared here
+  /retrain              retrain the domain adapter now
+  /good, /bad           rate the last answer (good answers train the adapter)
+  /new                  start a new conversation (forget the context)
+  /help                 this help
+  /quit                 leave (Ctrl-D works too)"""
 
-_ROUTE_LABEL = {"retrieve": "from documents", "domain": "domain expert", "smalltalk": "chat"}
+CONSOLE_USER = "console"
+"""The person at the terminal runs this installation, so the console may use the admin commands."""
+_COMMANDS = {"/docs", "/status", "/teach", "/forget", "/retrain"}
 
 
 def render(reply: ChatReply, console: Console) -> None:
     console.print(
-        f"[dim]route: {_ROUTE_LABEL.get(reply.route, reply.route)} (confidence {reply.confidence:.2f}; {reply.why})[/]"
+        f"[dim]route: {ROUTE_LABELS.get(reply.route, reply.route)} (confidence {reply.confidence:.2f}; {reply.why})[/]"
     )
     console.print(reply.text, markup=False, highlight=False)
     if reply.sources:
@@ -54,10 +62,25 @@ def _ingest(settings: Settings, audience: Audience, arg: str, console: Console) 
 def run_console(settings: Settings, audience: Audience | None = None) -> None:
     console = Console()
     audience = audience or Audience(settings.default_tenant, settings.default_scope)
-    with console.status("loading the knowledge base and the models ..."):
-        core = make_chat_core(settings)
-        core.knowledge.search(audience, "warm-up")  # connect, create the collection, load the embedding model
-    thread = f"console-{uuid.uuid4().hex[:8]}"
+    admins = ",".join(filter(None, [settings.admins, CONSOLE_USER]))
+    assistant = Assistant(settings.model_copy(update={"admins": admins}))
+    loop = asyncio.new_event_loop()  # one loop for the session: the assistant's primitives stay bound to it
+    try:
+        with console.status("loading the knowledge base and the models ..."):
+            loop.run_until_complete(assistant.warm_up())
+        _session(settings, assistant, audience, console, loop)
+    finally:
+        loop.close()
+
+
+def _session(
+    settings: Settings, assistant: Assistant, audience: Audience, console: Console, loop: asyncio.AbstractEventLoop
+) -> None:
+    def conversation() -> Conversation:
+        return Conversation("console", audience, f"console-{uuid.uuid4().hex[:8]}", CONSOLE_USER, private=False)
+
+    conv = conversation()
+    last_answer = ""
     console.print(f"expertbot console — tenant {audience.tenant}, scope {audience.scope}. /help for commands.")
     while True:
         try:
@@ -73,15 +96,16 @@ def run_console(settings: Settings, audience: Audience | None = None) -> None:
         if command == "/help":
             console.print(HELP, markup=False)
         elif command == "/new":
-            thread = f"console-{uuid.uuid4().hex[:8]}"
+            conv = conversation()
             console.print("new conversation")
         elif command == "/ingest":
             _ingest(settings, audience, arg.strip(), console)
-        elif command == "/docs":
-            docs = core.knowledge.store.list_documents(audience.tenant, audience.visible_scopes)
-            for d in docs:
-                console.print(f"  {d.doc_id} — {d.title} ({d.chunks} passages, scope {d.scope})", markup=False)
-            if not docs:
-                console.print("  no documents yet: /ingest PATH shares one")
+        elif command in _COMMANDS:
+            console.print(loop.run_until_complete(assistant.command(conv, line[1:])), markup=False, highlight=False)
+        elif command in ("/good", "/bad"):
+            ok = bool(last_answer) and assistant.vote(last_answer, CONSOLE_USER, helpful=command == "/good")
+            console.print("thanks, noted" if ok else "there is no answer to rate yet")
         else:
-            render(core.answer(ChatRequest(text=line, audience=audience, thread=thread)), console)
+            answer = loop.run_until_complete(assistant.answer(conv, line))
+            last_answer = answer.answer_id
+            render(answer.reply, console)

@@ -151,7 +151,8 @@ def test_status_reports_every_service(worker) -> None:
 
 def test_chat_console_answers_from_documents(worker, zorblax: Path) -> None:
     scope = scope_name()
-    stdin = "\n".join([f"/ingest {zorblax}", "Which port does the Zorblax gateway listen on?", "/docs", "/quit", ""])
+    lines = [f"/ingest {zorblax}", "Which port does the Zorblax gateway listen on?", "/good", "/docs", "/status"]
+    stdin = "\n".join([*lines, "/teach ZGW :: the Zorblax gateway", "/quit", ""])
     proc = subprocess.run(
         [sys.executable, "-m", "bot.cli", "chat", "--scope", scope],
         input=stdin,
@@ -170,7 +171,10 @@ def test_chat_console_answers_from_documents(worker, zorblax: Path) -> None:
     assert "Sources" in out
     assert f"[1] Zorblax Gateway Handbook › Networking (zorblax.md, shared in {scope})" in out
     assert "[dim]" not in out and "[/]" not in out  # markup is rendered, not printed
-    assert re.search(rf"zorblax\.md — Zorblax Gateway Handbook \(\d+ passages, scope {scope}\)", out)  # /docs
+    assert re.search(r"zorblax\.md: Zorblax Gateway Handbook \(\d+ passages\)", out)  # /docs
+    assert "thanks, noted" in out  # /good
+    assert "Documents here: 1" in out and "Domain adapter:" in out  # /status
+    assert "Learned 'ZGW'" in out  # /teach
 
 
 def test_chat_in_an_empty_scope_says_nothing_was_found(services) -> None:
@@ -180,7 +184,7 @@ def test_chat_in_an_empty_scope_says_nothing_was_found(services) -> None:
     assert "route: from documents" in out
     assert "I found nothing about that in the documents shared here" in out
     assert "Share the document that has the answer with me" in out
-    assert "no documents yet: /ingest PATH shares one" in out
+    assert "No documents here yet" in out
 
 
 def test_ingest_of_a_missing_path_fails(services, tmp_path: Path) -> None:
