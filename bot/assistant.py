@@ -109,7 +109,8 @@ class Assistant:
         async with self._slots:
             reply = await asyncio.to_thread(self.core.answer, request)
         answer_id = await asyncio.to_thread(self.learning.remember_answer, conv.audience, text, reply.text, reply.route)
-        links = await asyncio.to_thread(self._links, conv.audience.tenant, [h.doc_id for h in reply.sources])
+        sources = [(h.scope, h.doc_id) for h in reply.sources]
+        links = await asyncio.to_thread(self._links, conv.audience.tenant, sources)
         return Answer(reply, answer_id, links)
 
     # --- deliveries, votes, links -------------------------------------------------------------------------
@@ -127,13 +128,12 @@ class Assistant:
         """Where a document was shared, so that answers citing it can link there."""
         self.redis.hset(f"expertbot:links:{audience.tenant}", f"{audience.scope}\0{doc_id}", url)
 
-    def _links(self, tenant: str, doc_ids: list[str]) -> dict[str, str]:
-        if not doc_ids:
+    def _links(self, tenant: str, sources: list[tuple[str, str]]) -> dict[str, str]:
+        """Where each cited (scope, document) was shared, for those that have a link."""
+        if not sources:
             return {}
-        # A source's scope is the conversation's or the tenant-wide one; a link is keyed by the sharing scope.
-        raw = self.redis.hgetall(f"expertbot:links:{tenant}")
-        by_doc = {k.decode().split("\0", 1)[1]: v.decode() for k, v in raw.items() if b"\0" in k}
-        return {d: by_doc[d] for d in doc_ids if d in by_doc}
+        urls = self.redis.hmget(f"expertbot:links:{tenant}", [f"{scope}\0{doc}" for scope, doc in sources])
+        return {doc: url.decode() for (_, doc), url in zip(sources, urls, strict=True) if url}
 
     def is_admin(self, user: str) -> bool:
         return user in self.settings.admin_ids
