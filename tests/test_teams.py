@@ -46,7 +46,7 @@ class Teams:
 
     def activity(
         self, name: str, *, text: str | None = None, conversation: str | None = None, **extra: Any
-    ) -> dict[str, Any]:
+    ) -> Any:
         act = copy.deepcopy(fixture(name))
         act["serviceUrl"] = self.connector.url
         act["id"] = uuid4().hex
