@@ -44,9 +44,7 @@ class Teams:
     http: aiohttp.ClientSession
     tenant: str
 
-    def activity(
-        self, name: str, *, text: str | None = None, conversation: str | None = None, **extra: Any
-    ) -> Any:
+    def activity(self, name: str, *, text: str | None = None, conversation: str | None = None, **extra: Any) -> Any:
         act = copy.deepcopy(fixture(name))
         act["serviceUrl"] = self.connector.url
         act["id"] = uuid4().hex
@@ -209,8 +207,10 @@ def test_a_channel_mention_is_answered_with_the_mention_stripped(assistant):
         async with teams_endpoint(assistant, tenant) as teams:
             question = teams.activity("message_channel_mention.json", text="<at>Expert</at> What is a Zorblax?")
             question["conversation"]["id"] = thread
+            question["id"] = "1700000000101-q"
             await teams.post(question)
             command = teams.activity("message_channel_mention.json", text="<at>Expert</at>  docs", conversation=thread)
+            command["id"] = "1700000000101-d"
             await teams.post(command)
             unaddressed = teams.activity("message_channel_mention.json", text="just chatting", entities=[])
             unaddressed["conversation"]["id"] = thread
@@ -225,7 +225,7 @@ def test_a_channel_mention_is_answered_with_the_mention_stripped(assistant):
     record = assistant.learning.answer(answer_id)
     assert record is not None and record.question == "What is a Zorblax?"
     assert record.tenant == tenant and record.scope == thread.split(";")[0]  # the channel, not the thread
-    assert card.reply_to and docs.reply_to  # replies in the thread
+    assert card.reply_to == "1700000000101-q" and docs.reply_to == "1700000000101-d"  # replies in the thread
     assert count == 2  # the message without a mention got no answer
 
 

@@ -124,8 +124,9 @@ async def _bench(base_url: str, concurrency: int, requests: int, questions: bool
         texts = ["What is the per diem in Vilnius?", "How do I book a flight?"] if questions else ["help"]
         warm = [personal_message(service_url, texts[0]) for _ in range(min(20, requests))]
         await _fire(f"{base_url}/api/messages", warm, concurrency)
-        await connector.wait_for(lambda sent: len(connector.messages()) >= len(warm), 120)
+        await connector.wait_for(lambda _: connector.posted >= len(warm), 120)
         connector.sent.clear()
+        connector.posted = 0
 
         activities = [personal_message(service_url, texts[i % len(texts)]) for i in range(requests)]
         ids = {a["id"] for a in activities}
@@ -133,7 +134,7 @@ async def _bench(base_url: str, concurrency: int, requests: int, questions: bool
         began = time.monotonic()
         latencies, statuses, wall = await _fire(f"{base_url}/api/messages", activities, concurrency)
         with suppress(TimeoutError):
-            await connector.wait_for(lambda sent: len(connector.messages()) >= requests, 600)
+            await connector.wait_for(lambda _: connector.posted >= requests, 600)
         replies = [s for s in connector.messages() if s.reply_to in ids]
         last_reply_s = max((s.at for s in replies), default=began) - began
     finally:

@@ -1,7 +1,7 @@
 """The Teams activity handler: it translates activities to `Assistant` calls and replies back, nothing more.
 
 A message turn does only what must happen within Teams' request time: drop a redelivered activity, strip the
-bot's @mention, send a typing indicator, and hand the work to a background task that replies proactively.
+bot's @mention, and hand the work to a background task that shows a typing indicator and replies proactively.
 """
 
 from __future__ import annotations
@@ -159,7 +159,6 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
         if not incoming.text:
             await turn_context.send_activity(plain_message("Ask me a question, or type help."))
             return
-        await turn_context.send_activity(Activity(type=ActivityTypes.typing))
         self.messenger.spawn(self._respond(reference, incoming.conversation, incoming.text), "teams-answer")
 
     def _incoming(self, activity: Activity) -> Incoming:
@@ -172,6 +171,8 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
         """Answer or run a command; a slow one is preceded by an acknowledgement, a failure by an apology."""
         work = asyncio.ensure_future(self._reply_for(conv, text))
         try:
+            # Sent from here, not in the turn, so that the turn's HTTP answer does not wait for it.
+            await self.messenger.send(reference, Activity(type=ActivityTypes.typing))
             done, _ = await asyncio.wait({work}, timeout=self.assistant.settings.teams_ack_after_s)
             if not done:
                 await self.messenger.send(reference, plain_message("Working on it: I'll answer here in a moment."))

@@ -50,6 +50,8 @@ class LoopbackConnector:
 
     def __init__(self) -> None:
         self.sent: list[Sent] = []
+        self.posted = 0
+        """Messages posted so far (not typing, not edits): a cheap counter for waiting on many replies."""
         self.files: dict[str, tuple[bytes, str]] = {}
         self._ids = itertools.count(1)
         self._changed = asyncio.Condition()
@@ -81,6 +83,7 @@ class LoopbackConnector:
     async def _record(self, sent: Sent) -> None:
         async with self._changed:
             self.sent.append(sent)
+            self.posted += sent.kind == "post" and sent.type == "message"
             self._changed.notify_all()
 
     async def _post(self, request: web.Request) -> web.Response:

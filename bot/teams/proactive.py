@@ -19,6 +19,11 @@ from botbuilder.schema import Activity, ConversationReference
 log = logging.getLogger(__name__)
 
 
+SEND_SLOTS = 4
+"""Proactive sends in flight at once. Each costs a few ms of CPU in botbuilder's msrest clients; under a burst,
+bounding them keeps the event loop free to acknowledge new requests (what Teams times), while replies queue."""
+
+
 class Messenger:
     """Sends and updates activities in a conversation later on; one per endpoint."""
 
@@ -26,16 +31,20 @@ class Messenger:
         self.adapter = adapter
         self.app_id = app_id
         self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(SEND_SLOTS)
 
     async def send(self, reference: ConversationReference, activity: Activity) -> str:
         """Post `activity` into the conversation (as a reply to the message that started the work); its id."""
         sent: list[str] = []
 
         async def logic(context: TurnContext) -> None:
+            # botbuilder gives the continuation turn a random id, which would become the reply's replyToId.
+            context.activity.id = reference.activity_id
             response = await context.send_activity(activity)
             sent.append(response.id if response and response.id else "")
 
-        await self.adapter.continue_conversation(reference, logic, self.app_id)
+        async with self._slots:
+            await self.adapter.continue_conversation(reference, logic, self.app_id)
         return sent[0] if sent else ""
 
     async def update(self, reference: ConversationReference, activity_id: str, activity: Activity) -> None:
@@ -45,7 +54,8 @@ class Messenger:
         async def logic(context: TurnContext) -> None:
             await context.update_activity(activity)
 
-        await self.adapter.continue_conversation(reference, logic, self.app_id)
+        async with self._slots:
+            await self.adapter.continue_conversation(reference, logic, self.app_id)
 
     def spawn(self, work: Coroutine[Any, Any, None], what: str) -> None:
         """Run `work` after the turn has answered; a failure is logged (the work itself tells the user)."""
