@@ -355,3 +355,41 @@ def test_errors_reach_the_user_as_a_short_message_and_the_log_in_full(services, 
     assert all("exploded" not in s.text and "fire" not in s.text for s in said)
     logged = "\n".join(r.getMessage() + str(r.exc_info) for r in caplog.records)
     assert "the chat core exploded" in logged and "redis is on fire" in logged
+
+
+def test_the_served_endpoint_answers_as_a_child_process(services):
+    """`expertbot teams serve` as `expertbot up` starts it: its own process, the services' addresses from settings."""
+    from bot.stack import free_port, start_teams
+
+    port = free_port()
+    proc = start_teams(services, port)
+
+    async def scenario() -> tuple[int, str]:
+        connector = LoopbackConnector()
+        await connector.start()
+        try:
+            async with aiohttp.ClientSession() as http:
+                teams = Teams(f"http://127.0.0.1:{port}/api/messages", connector, http, "teams-served")
+                act = teams.activity("message_personal.json", text="help")
+                status, _, _ = await teams.post(act)
+                reply = await teams.reply(act["conversation"]["id"], lambda s: "teach" in s.text)
+                return status, reply.reply_to or ""
+        finally:
+            await connector.stop()
+
+    try:
+        status, reply_to = asyncio.run(scenario())
+    finally:
+        proc.stop()
+    assert status == 201 and reply_to
+    assert not proc.alive()
+
+
+def test_reliability_figures_duplicates_and_unauthenticated():
+    from bot.teams.bench import duplicate_deliveries, unauthenticated_requests
+
+    dup = duplicate_deliveries(6)
+    assert dup == {"name": "teams_duplicate_deliveries", "ok": True, "delivered": 6, "answered": 1}
+    unauth = unauthenticated_requests(6)
+    assert unauth["ok"] and unauth["sent"] == 6 and unauth["accepted"] == 0
+    assert unauth["statuses"] == {"no token": [401], "malformed": [401], "wrong audience": [401]}
