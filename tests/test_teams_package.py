@@ -26,8 +26,9 @@ def _rezip(original: bytes, replace: dict[str, bytes | None]) -> bytes:
     with zipfile.ZipFile(io.BytesIO(original)) as src, zipfile.ZipFile(out, "w") as dst:
         for name in src.namelist():
             if name in replace:
-                if replace[name] is not None:
-                    dst.writestr(name, replace[name])
+                data = replace[name]
+                if data is not None:
+                    dst.writestr(name, data)
             else:
                 dst.writestr(name, src.read(name))
     return out.getvalue()
@@ -70,7 +71,8 @@ def test_a_broken_package_is_refused_with_reasons(package):
     assert "'everywhere' is not one of" in errors
     assert "unexpected property 'surprise'" in errors
     assert "outline.png must be a 32x32 PNG, found (48, 48)" in errors
-    assert package_errors(_rezip(package, {"color.png": None})) == ["icons.color: the file 'color.png' is not in the zip"]
+    missing = package_errors(_rezip(package, {"color.png": None}))
+    assert missing == ["icons.color: the file 'color.png' is not in the zip"]
     assert package_errors(b"PK not really") == ["not a zip file"]
 
 
