@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     teams_app_type: TeamsAppType = "MultiTenant"
     teams_host: str = Field("127.0.0.1", description="Interface the Teams endpoint listens on.")
     teams_port: int = Field(3978, ge=1, le=65535, description="Port of POST /api/messages (Emulator default).")
+    teams_openid_metadata_url: str = Field(
+        "", description="Where the keys that sign requests to the bot are published; empty: the Bot Framework's."
+    )
+    teams_token_issuer: str = Field("https://api.botframework.com", description="Issuer those tokens must name.")
     teams_ack_after_s: float = Field(
         2.0, ge=0, le=14, description="An answer not ready after this long is preceded by a short acknowledgement."
     )

@@ -21,6 +21,7 @@ import jwt
 import pytest
 from aiohttp import web
 
+from agent.types import Audience
 from bot.assistant import Assistant
 from bot.teams.app import create_app
 from bot.teams.loopback import LoopbackConnector, Sent
@@ -393,3 +394,92 @@ def test_reliability_figures_duplicates_and_unauthenticated():
     unauth = unauthenticated_requests(6)
     assert unauth["ok"] and unauth["sent"] == 6 and unauth["accepted"] == 0
     assert unauth["statuses"] == {"no token": [401], "malformed": [401], "wrong audience": [401]}
+
+
+class _Signer:
+    """A stand-in for the Bot Framework's token service: an RSA key published as OpenID metadata + JWKS, served
+    from its own thread (botbuilder fetches the keys with blocking `requests` calls from the event loop)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from jwt.algorithms import RSAAlgorithm
+
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        jwk = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
+        jwk.update({"kid": "test-key", "use": "sig", "endorsements": ["msteams"]})
+        signer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                documents: dict[str, Any] = {
+                    "/openid": {"issuer": signer.issuer, "jwks_uri": f"{signer.base}/keys"},
+                    "/keys": {"keys": [jwk]},
+                }
+                body = documents.get(self.path)
+                data = json.dumps(body).encode()
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.issuer = "https://api.botframework.com"
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base = f"http://127.0.0.1:{self.server.server_port}"
+        self.metadata_url = f"{self.base}/openid"
+
+    def token(self, app_id: str, service_url: str, *, key: Any = None) -> str:
+        now = int(time.time())
+        claims = {"iss": self.issuer, "aud": app_id, "serviceurl": service_url, "nbf": now - 10, "exp": now + 3600}
+        return jwt.encode(claims, key or self.key, algorithm="RS256", headers={"kid": "test-key"})
+
+
+def test_a_validly_signed_token_is_accepted_and_a_forged_one_is_not(services):
+    """botbuilder's own signature check, against keys published by a local signer instead of Microsoft's."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    signer = _Signer()
+    app_id = "3f1e2d4c-5b6a-4978-8a9b-0c1d2e3f4a5b"
+    settings = services.model_copy(
+        update={
+            "teams_app_id": app_id,
+            "teams_app_password": "secret",
+            "teams_openid_metadata_url": signer.metadata_url,
+        }
+    )
+    assistant = Assistant(settings)
+    tenant = f"teams-{uuid4().hex[:8]}"
+    answer_id = assistant.learning.remember_answer(Audience(tenant, "a:chat"), "q?", "a.", "retrieve")
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    async def scenario() -> dict[str, tuple[int, Any]]:
+        async with teams_endpoint(assistant, tenant) as teams:
+            invoke = teams.activity("invoke_adaptive_card_action.json", conversation="a:chat")
+            invoke["value"]["action"]["data"] = {"answer_id": answer_id, "helpful": True}
+            url = teams.connector.url
+            cases = {
+                "signed": signer.token(app_id, url),
+                "forged": signer.token(app_id, url, key=other_key),
+                "other service url": signer.token(app_id, "https://elsewhere.example/"),
+            }
+            out = {}
+            for name, token in cases.items():
+                status, body, _ = await teams.post(invoke, {"Authorization": f"Bearer {token}"})
+                out[name] = (status, body)
+            return out
+
+    try:
+        results = asyncio.run(scenario())
+    finally:
+        signer.server.shutdown()
+    status, body = results["signed"]
+    assert status == 200 and "helpful" in body["value"]
+    assert [v.answer_id for v in assistant.learning.votes(tenant)] == [answer_id]
+    assert results["forged"][0] == 401 and results["other service url"][0] == 401

@@ -19,6 +19,7 @@ from aiohttp import web
 from azure.core.exceptions import DeserializationError
 from botbuilder.core import TurnContext
 from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
+from botframework.connector.auth import AuthenticationConstants
 
 from agent.settings import Settings
 from bot.assistant import Assistant
@@ -51,6 +52,15 @@ class _BotConfig:
         self.APP_PASSWORD = settings.teams_app_password
         self.APP_TYPE = settings.teams_app_type
         self.APP_TENANTID = settings.teams_app_tenant_id
+        if settings.teams_openid_metadata_url:  # another signer: botbuilder then needs every endpoint spelled out
+            tenant = settings.teams_app_tenant_id if settings.teams_app_type == "SingleTenant" else ""
+            self.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL = settings.teams_openid_metadata_url
+            self.TO_BOT_FROM_CHANNEL_TOKEN_ISSUER = settings.teams_token_issuer
+            self.TO_CHANNEL_FROM_BOT_LOGIN_URL = AuthenticationConstants.TO_CHANNEL_FROM_BOT_LOGIN_URL_PREFIX + (
+                tenant or AuthenticationConstants.DEFAULT_CHANNEL_AUTH_TENANT
+            )
+            self.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE = AuthenticationConstants.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE
+            self.OAUTH_URL = AuthenticationConstants.OAUTH_URL
 
 
 def token_problem(authorization: str, app_id: str) -> str | None:
@@ -119,6 +129,13 @@ class TeamsEndpoint:
             return _refuse(401, f"the token was refused ({type(exc).__name__})")
         except DeserializationError:
             return _refuse(400, "the body is not a Bot Framework activity")
+        except Exception as exc:
+            # Errors inside a turn end in on_turn_error; what escapes comes from the token checks, where botbuilder
+            # raises plain Exceptions (unknown key, wrong algorithm, missing endorsement).
+            log.warning("request refused: %s", exc, exc_info=exc)
+            if not self.settings.teams_auth_enabled:
+                raise
+            return _refuse(401, "the token was refused")
         return response or web.Response(status=201)
 
     async def health(self, _: web.Request) -> web.Response:
