@@ -483,3 +483,50 @@ def test_a_validly_signed_token_is_accepted_and_a_forged_one_is_not(services):
     assert status == 200 and "helpful" in body["value"]
     assert [v.answer_id for v in assistant.learning.votes(tenant)] == [answer_id]
     assert results["forged"][0] == 401 and results["other service url"][0] == 401
+
+
+def test_a_slow_answer_is_preceded_by_an_acknowledgement(services):
+    assistant = Assistant(services.model_copy(update={"teams_ack_after_s": 0.0}))
+
+    async def scenario() -> list[Sent]:
+        async with teams_endpoint(assistant, "teams-slow") as teams:
+            act = teams.activity("message_personal.json", text="What does the Zorblax gateway do?")
+            await teams.post(act)
+            await teams.reply(act["conversation"]["id"], lambda s: s.card is not None)
+            return teams.connector.messages(act["conversation"]["id"])
+
+    said = asyncio.run(scenario())
+    assert "Working on it" in said[0].text and said[-1].card is not None
+
+
+def test_the_bot_framework_emulator_is_answered_without_credentials(assistant):
+    """What the Emulator sends: channel 'emulator', no tenant, no conversation type, no token."""
+
+    async def scenario() -> tuple[int, Sent, int]:
+        async with teams_endpoint(assistant, "unused") as teams:
+            conv = f"{uuid4().hex}|livechat"
+            act = {
+                "type": "message",
+                "id": uuid4().hex,
+                "channelId": "emulator",
+                "serviceUrl": teams.connector.url,
+                "from": {"id": "e8b3f1a0-user", "name": "User", "role": "user"},
+                "conversation": {"id": conv},
+                "recipient": {"id": "1b2c3d4e-bot", "name": "Bot", "role": "bot"},
+                "text": "help",
+                "textFormat": "plain",
+                "locale": "en-US",
+                "timestamp": "2026-03-02T09:15:07.437Z",
+                "entities": [{"type": "ClientCapabilities", "requiresBotState": True, "supportsTts": True}],
+            }
+            status, _, _ = await teams.post(act)
+            reply = await teams.reply(conv, lambda s: "teach" in s.text)
+            welcome = {**act, "type": "conversationUpdate", "id": uuid4().hex, "text": None}
+            welcome["membersAdded"] = [{"id": "1b2c3d4e-bot", "name": "Bot"}, {"id": "e8b3f1a0-user", "name": "User"}]
+            welcome_status, _, _ = await teams.post(welcome)
+            await teams.reply(conv, lambda s: s.text.startswith("Hi!"))
+            return status, reply, welcome_status
+
+    status, reply, welcome_status = asyncio.run(scenario())
+    assert status == 201 and welcome_status == 201
+    assert reply.activity["recipient"]["id"] == "e8b3f1a0-user"
