@@ -9,6 +9,7 @@ published keys. Without an app id, authentication is off: what the Bot Framework
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from contextlib import suppress
@@ -159,7 +160,7 @@ def create_app(settings: Settings, *, assistant: Assistant | None = None, warm_u
             endpoint.messenger.spawn(_warm(endpoint.assistant), "warm-up")
 
     async def stop(_: web.Application) -> None:
-        await endpoint.messenger.drain()
+        await endpoint.messenger.drain(timeout_s=5.0)  # within the 10 s a stopping stack gives its children
         await endpoint.bot.close()
         endpoint.auth.close()
 
@@ -173,6 +174,10 @@ async def _warm(assistant: Assistant) -> None:
         await assistant.warm_up()
     except Exception:
         log.exception("warm-up failed; the first question will retry")
+    # The models leave millions of long-lived objects; a full garbage collection walking them stalled every
+    # request for about 300 ms under load (measured). Frozen objects are never walked again.
+    gc.collect()
+    gc.freeze()
 
 
 def serve(settings: Settings) -> None:
