@@ -89,9 +89,24 @@ async def teams_endpoint(assistant: Assistant, tenant: str) -> AsyncIterator[Tea
         await connector.stop()
 
 
+def warmed(assistant: Assistant) -> Assistant:
+    """Build the chat core before the scenario. Late in a full run, pymilvus' shared gRPC channel to the session's
+    Milvus can have been closed by the server while idle ("too many pings") and refuse the first reconnect; the
+    bot then apologises and the next question works, but a scenario expecting a card must not meet that."""
+    for attempt in range(4):
+        try:
+            asyncio.run(assistant.warm_up())
+            return assistant
+        except Exception:
+            if attempt == 3:
+                raise
+            time.sleep(2)
+    return assistant
+
+
 @pytest.fixture(scope="module")
 def assistant(services, worker) -> Assistant:
-    return Assistant(services.model_copy(update={"admins": ADMIN, "teams_ack_after_s": 10.0}))
+    return warmed(Assistant(services.model_copy(update={"admins": ADMIN, "teams_ack_after_s": 10.0})))
 
 
 def card_text(card: dict[str, Any]) -> str:
@@ -125,10 +140,12 @@ def shared_guide(assistant) -> SharedGuide:
             attachment["content"]["downloadUrl"] = teams.connector.serve_file("guide.md", GUIDE, "text/markdown")
             message = teams.activity("message_personal.json", text="", conversation=personal, attachments=[attachment])
             status, _, _ = await teams.post(message)
-            await teams.reply(personal, lambda s: "guide.md is ready" in s.text)
+            # Generous: in the full suite, the session worker may still be busy with earlier tests' jobs.
+            done = await teams.reply(personal, lambda s: "guide.md is" in s.text or "could not" in s.text, 180)
+            assert "guide.md is ready" in done.text, done.text
             ask = teams.activity("message_personal.json", text=f"ask {QUESTION}", conversation=personal)
             await teams.post(ask)
-            answer = await teams.reply(personal, lambda s: s.card is not None)
+            answer = await teams.reply(personal, lambda s: s.card is not None, 120)
             return SharedGuide(tenant, personal, list(teams.connector.sent), status, answer)
 
     return asyncio.run(scenario())
@@ -485,11 +502,11 @@ def test_a_validly_signed_token_is_accepted_and_a_forged_one_is_not(services):
     assert results["forged"][0] == 401 and results["other service url"][0] == 401
 
 
-def test_a_slow_answer_is_preceded_by_an_acknowledgement(services):
-    assistant = Assistant(services.model_copy(update={"teams_ack_after_s": 0.0}))
+def test_a_slow_answer_is_preceded_by_an_acknowledgement(assistant):
+    slow = Assistant(assistant.settings.model_copy(update={"teams_ack_after_s": 0.0}), core=assistant.core)
 
     async def scenario() -> list[Sent]:
-        async with teams_endpoint(assistant, "teams-slow") as teams:
+        async with teams_endpoint(slow, "teams-slow") as teams:
             act = teams.activity("message_personal.json", text="What does the Zorblax gateway do?")
             await teams.post(act)
             await teams.reply(act["conversation"]["id"], lambda s: s.card is not None)

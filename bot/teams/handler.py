@@ -172,15 +172,22 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
         work = asyncio.ensure_future(self._reply_for(conv, text))
         try:
             # Sent from here, not in the turn, so that the turn's HTTP answer does not wait for it.
-            await self.messenger.send(reference, Activity(type=ActivityTypes.typing))
+            await self._courtesy(reference, Activity(type=ActivityTypes.typing))
             done, _ = await asyncio.wait({work}, timeout=self.assistant.settings.teams_ack_after_s)
             if not done:
-                await self.messenger.send(reference, plain_message("Working on it: I'll answer here in a moment."))
+                await self._courtesy(reference, plain_message("Working on it: I'll answer here in a moment."))
             reply = await work
         except Exception:
             log.exception("answering %r in %s failed", text[:80], conv.thread)
             reply = plain_message("Sorry, something went wrong while answering. The details are in the bot's log.")
         await self.messenger.send(reference, reply)
+
+    async def _courtesy(self, reference: ConversationReference, activity: Activity) -> None:
+        """A typing indicator or an acknowledgement: if it cannot be delivered, the answer is still worth trying."""
+        try:
+            await self.messenger.send(reference, activity)
+        except Exception as exc:
+            log.warning("could not send a %s activity to %s: %s", activity.type, reference.conversation.id, exc)
 
     async def _reply_for(self, conv: Conversation, text: str) -> Activity:
         name, _, rest = text.partition(" ")
