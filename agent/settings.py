@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EmbeddingModelName = Literal["use-multilingual", "minilm", "e5-small"]
 GeneratorName = Literal["extractive", "phi3", "openai"]
+TeamsAppType = Literal["MultiTenant", "SingleTenant", "UserAssignedMSI"]
 
 
 class ConfigError(RuntimeError):
@@ -72,6 +73,21 @@ class Settings(BaseSettings):
     dedup_window_s: int = Field(900, ge=600, description="A redelivered event within this window is ignored.")
     answer_concurrency: int = Field(4, ge=1, description="Questions answered at once per bot process.")
 
+    # --- Teams (bot/teams) ------------------------------------------------------------------------------------
+    teams_app_id: str = Field("", description="Microsoft App ID of the bot; empty: no authentication (Emulator).")
+    teams_app_password: str = Field("", description="Client secret of that app registration.")
+    teams_app_tenant_id: str = Field("", description="Entra tenant of a SingleTenant or UserAssignedMSI app.")
+    teams_app_type: TeamsAppType = "MultiTenant"
+    teams_host: str = Field("127.0.0.1", description="Interface the Teams endpoint listens on.")
+    teams_port: int = Field(3978, ge=1, le=65535, description="Port of POST /api/messages (Emulator default).")
+    teams_openid_metadata_url: str = Field(
+        "", description="Where the keys that sign requests to the bot are published; empty: the Bot Framework's."
+    )
+    teams_token_issuer: str = Field("https://api.botframework.com", description="Issuer those tokens must name.")
+    teams_ack_after_s: float = Field(
+        2.0, ge=0, le=14, description="An answer not ready after this long is preceded by a short acknowledgement."
+    )
+
     # --- workers ---------------------------------------------------------------------------------------------
     worker_concurrency: int = Field(1, ge=1)
     job_visibility_s: int = Field(
@@ -101,6 +117,11 @@ class Settings(BaseSettings):
     @property
     def admin_ids(self) -> frozenset[str]:
         return frozenset(a.strip() for a in self.admins.split(",") if a.strip())
+
+    @property
+    def teams_auth_enabled(self) -> bool:
+        """With an app id set, every Teams request must carry a valid Bot Framework token."""
+        return bool(self.teams_app_id)
 
     @property
     def max_upload_bytes(self) -> int:

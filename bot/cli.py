@@ -36,6 +36,8 @@ bench_app = typer.Typer(help="Measure speed.", no_args_is_help=True)
 app.add_typer(docs_app, name="docs")
 app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
+teams_app = typer.Typer(help="The Microsoft Teams endpoint and its app package.", no_args_is_help=True)
+app.add_typer(teams_app, name="teams")
 
 err = Console(stderr=True)
 out = Console()
@@ -71,13 +73,14 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 @app.command()
 def up(
     chat: Annotated[bool, typer.Option("--chat/--no-chat", help="Open the chat console once started.")] = True,
+    teams: Annotated[bool, typer.Option("--teams/--no-teams", help="Serve the Teams endpoint too.")] = True,
 ) -> None:
-    """Start the local stack (Milvus Lite, Redis unless REDIS_URL is set, a worker); Ctrl-C stops it all."""
+    """Start the local stack (Milvus Lite, Redis unless REDIS_URL is set, a worker, the Teams endpoint)."""
     from bot.stack import LocalStack, StackError
 
     settings = _settings()
     try:
-        with LocalStack(settings) as stack:
+        with LocalStack(settings, teams=teams) as stack:
             if chat:
                 from bot.console import run_console
 
@@ -340,6 +343,48 @@ def bench_search(
     from bot.bench import bench_search as run
 
     report = run(_settings(), chunks, queries)
+    _print_json(report) if as_json else out.print(report)
+
+
+@teams_app.command("serve")
+def teams_serve() -> None:
+    """Serve POST /api/messages for Teams (EXPERTBOT_TEAMS_PORT, 3978); needs the stack (`expertbot up`)."""
+    from bot.teams.app import serve
+
+    serve(_settings())
+
+
+@teams_app.command("package")
+def teams_package(
+    output: Annotated[Path, typer.Option("--out", help="Where to write the zip.")] = Path("expertbot-teams.zip"),
+    name: Annotated[str, typer.Option(help="The app's name in Teams (30 characters at most).")] = "Expert",
+    developer: Annotated[str, typer.Option(help="Publisher name shown in Teams.")] = "expertbot",
+    website: Annotated[str, typer.Option(help="https URL of the publisher (also privacy and terms).")] = (
+        "https://github.com/expertbot/expertbot"
+    ),
+    version: Annotated[str, typer.Option(help="App version, x.y.z; raise it for each upload.")] = "1.0.0",
+) -> None:
+    """Build the Teams app package (manifest + icons) for EXPERTBOT_TEAMS_APP_ID and validate it."""
+    from bot.teams.package import PackageError, build_package
+
+    try:
+        path = build_package(_settings(), output, name=name, developer=developer, website=website, version=version)
+    except PackageError as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"{path}: valid Teams app package; upload it in Teams > Apps > Manage your apps")
+
+
+@bench_app.command("teams")
+def bench_teams(
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 50,
+    requests: Annotated[int, typer.Option("--requests", min=1)] = 2000,
+    questions: Annotated[bool, typer.Option("--questions", help="Ask questions (answered in the background).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Latency of the Teams endpoint's acknowledgement (HTTP answer to the connector) on loopback."""
+    from bot.teams.bench import bench_teams as run
+
+    report = run(_settings(), concurrency=concurrency, requests=requests, questions=questions)
     _print_json(report) if as_json else out.print(report)
 
 

@@ -32,6 +32,7 @@ from workers.names import INGEST_QUEUE
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REDIS_PORT_SETTING = "EXPERTBOT_LOCAL_REDIS_PORT"
 MILVUS_PORT_SETTING = "EXPERTBOT_LOCAL_MILVUS_PORT"
+TEAMS_PORT_SETTING = "EXPERTBOT_TEAMS_PORT"
 
 # `milvus-lite server` closes its data folder cleanly (drain requests, release the LOCK) only on
 # KeyboardInterrupt, and SIGINT may arrive already ignored (shells do that to background jobs), so run its CLI
@@ -226,12 +227,42 @@ def start_worker(settings: Settings, queues: list[str], concurrency: int, name: 
     return proc
 
 
+def start_teams(settings: Settings, port: int | None = None) -> ManagedProcess:
+    """The Teams endpoint (`expertbot teams serve`) as a child, with the services' addresses in its environment."""
+    import urllib.request
+
+    port = port or settings.teams_port
+    ensure_port_free(port, TEAMS_PORT_SETTING)
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.effective_redis_url,
+        "MILVUS_URI": settings.effective_milvus_uri,
+        "EXPERTBOT_DATA_DIR": str(settings.data_dir.resolve()),
+        TEAMS_PORT_SETTING: str(port),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    args = [sys.executable, "-c", "from bot.cli import main; main()", "teams", "serve"]
+    proc = ManagedProcess("teams", args, settings.data_dir, env=env)
+    host = "127.0.0.1" if settings.teams_host in ("0.0.0.0", "::", "") else settings.teams_host
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    _await(ready, 60, f"Teams endpoint on {host}:{port}", proc)
+    return proc
+
+
 class LocalStack:
     """Whatever services the settings leave embedded, plus the ingest worker; started and stopped together."""
 
-    def __init__(self, settings: Settings, *, worker: bool = True) -> None:
+    def __init__(self, settings: Settings, *, worker: bool = True, teams: bool = False) -> None:
         self.settings = settings
         self.worker = worker
+        self.teams = teams
         self.processes: list[ManagedProcess] = []
         self._old_handlers: dict[int, Any] = {}
 
@@ -248,6 +279,8 @@ class LocalStack:
                 ensure_port_free(redis_port, REDIS_PORT_SETTING)
             if s.uses_embedded_milvus:
                 ensure_port_free(milvus_port, MILVUS_PORT_SETTING)
+            if self.teams:
+                ensure_port_free(s.teams_port, TEAMS_PORT_SETTING)
             if s.uses_embedded_redis:
                 self._start(f"Redis on 127.0.0.1:{redis_port}", lambda: start_redis(s.data_dir, redis_port))
             if s.uses_embedded_milvus:
@@ -255,6 +288,8 @@ class LocalStack:
             if self.worker:
                 n = s.worker_concurrency
                 self._start(f"ingest worker ({n})", lambda: start_worker(s, [INGEST_QUEUE], n, "ingest"))
+            if self.teams:
+                self._start(f"Teams endpoint on port {s.teams_port}", lambda: start_teams(s))
         except BaseException:
             self.stop()
             raise

@@ -1,0 +1,264 @@
+"""The Teams activity handler: it translates activities to `Assistant` calls and replies back, nothing more.
+
+A message turn does only what must happen within Teams' request time: drop a redelivered activity, strip the
+bot's @mention, and hand the work to a background task that shows a typing indicator and replies proactively.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from botbuilder.core import ActivityHandler, CardFactory, InvokeResponse, MessageFactory, TurnContext
+from botbuilder.schema import (
+    Activity,
+    ActivityTypes,
+    Attachment,
+    ChannelAccount,
+    ConversationReference,
+)
+from msrest.serialization import Model
+
+from agent.types import Audience
+from bot.assistant import Assistant, Conversation
+from bot.downloads import DownloadError, fetch_file
+from bot.teams.cards import FEEDBACK_VERB, answer_card, read_vote
+from bot.teams.proactive import Messenger
+
+log = logging.getLogger(__name__)
+
+FILE_DOWNLOAD_INFO = "application/vnd.microsoft.teams.file.download.info"
+COMMANDS = frozenset({"help", "status", "docs", "forget", "teach", "retrain"})
+PROGRESS_EVERY_S = 1.0
+"""Progress lines replace one message at most this often (Teams throttles a bot's edits per conversation)."""
+
+WELCOME = (
+    "Hi! I answer questions about your company's domain, citing the documents shared with me. "
+    "Ask me anything, send me a document in a personal chat, or type help."
+)
+CHANNEL_FILES = (
+    "Teams does not hand files shared in channels or group chats to bots, so I cannot read {names}. "
+    "To make a document knowledge here, an admin can run: expertbot ingest FILE --tenant {tenant} --scope {scope}. "
+    "To keep it to yourself, send it to me in a personal chat (it is then knowledge of that chat only)."
+)
+
+
+class InvokeMessage(Model):
+    """The Universal Actions response that shows a short message: botbuilder serializes only msrest models."""
+
+    _attribute_map = {  # noqa: RUF012 (msrest reads it per class)
+        "status_code": {"key": "statusCode", "type": "int"},
+        "type": {"key": "type", "type": "str"},
+        "value": {"key": "value", "type": "str"},
+    }
+
+    def __init__(self, text: str) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.status_code = 200
+        self.type = "application/vnd.microsoft.activity.message"
+        self.value = text
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A message reduced to what the assistant needs."""
+
+    conversation: Conversation
+    text: str
+    personal: bool
+    addressed: bool
+    """Personal chats always; elsewhere only when the bot was @mentioned."""
+
+
+def conversation_of(activity: Activity, default_tenant: str) -> Conversation:
+    """Audience = Teams tenant + conversation; a channel thread's scope is its channel (documents stay there)."""
+    conv = activity.conversation
+    channel_data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
+    tenant_data = channel_data.get("tenant") if isinstance(channel_data.get("tenant"), dict) else {}
+    tenant = conv.tenant_id or (tenant_data or {}).get("id") or default_tenant
+    scope = conv.id.split(";messageid=", 1)[0]
+    kind = conv.conversation_type or "personal"  # the Emulator sends none
+    sender: ChannelAccount = activity.from_property
+    user = sender.aad_object_id or sender.id or "unknown"
+    return Conversation("teams", Audience(tenant, scope), conv.id, user, private=kind != "channel")
+
+
+def strip_mentions(activity: Activity) -> tuple[str, bool]:
+    """The text without the bot's @mention (what Teams puts in it: `<at>Expert</at>`), and whether it had one."""
+    text = activity.text or ""
+    mentioned = False
+    for entity in activity.entities or []:
+        props: dict[str, Any] = {**(entity.additional_properties or {}), **entity.as_dict()}
+        if (entity.type or "").lower() != "mention":
+            continue
+        who = props.get("mentioned") or {}
+        if who.get("id") != activity.recipient.id:
+            continue
+        mentioned = True
+        shown = props.get("text") or f"<at>{who.get('name', '')}</at>"
+        text = text.replace(shown, " ")
+    text = re.sub(r"<at>[^<]*</at>", " ", text) if mentioned else text
+    text = html.unescape(re.sub(r"<[^>]+>", " ", text))  # Teams may wrap text in HTML (<p>, <div>)
+    return " ".join(text.split()), mentioned
+
+
+def plain_message(text: str) -> Activity:
+    """A text message shown exactly as written (escaped HTML, line breaks kept)."""
+    message = MessageFactory.text(html.escape(text, quote=False).replace("\n", "<br>"))
+    message.text_format = "xml"
+    return message
+
+
+class TeamsBot(ActivityHandler):  # type: ignore[misc]
+    """Personal chats, group chats and channel @mentions; cards, commands, files and votes."""
+
+    def __init__(self, assistant: Assistant, messenger: Messenger) -> None:
+        self.assistant = assistant
+        self.messenger = messenger
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    # --- messages -----------------------------------------------------------------------------------------
+
+    async def on_message_activity(self, turn_context: TurnContext) -> None:
+        activity = turn_context.activity
+        if activity.id and not self.assistant.first_delivery("teams", f"{activity.conversation.id}|{activity.id}"):
+            log.info("dropped a redelivered activity %s", activity.id)
+            return
+        if activity.value and not activity.text:  # an Action.Submit from an older client: same as the invoke
+            await turn_context.send_activity(plain_message(self._vote(activity.value, activity)))
+            return
+        incoming = self._incoming(activity)
+        if not incoming.addressed:
+            return
+        reference = TurnContext.get_conversation_reference(activity)
+        files = [a for a in activity.attachments or [] if a.content_type == FILE_DOWNLOAD_INFO]
+        others = [a for a in activity.attachments or [] if a.content_type not in (FILE_DOWNLOAD_INFO, "text/html")]
+        if files and incoming.personal:
+            for attachment in files:
+                self.messenger.spawn(self._ingest(reference, incoming.conversation, attachment), "teams-ingest")
+            if not incoming.text:
+                return
+        elif (files or others) and not incoming.personal:
+            names = ", ".join(a.name or "that file" for a in files + others)
+            audience = incoming.conversation.audience
+            await turn_context.send_activity(
+                plain_message(CHANNEL_FILES.format(names=names, tenant=audience.tenant, scope=audience.scope))
+            )
+            if not incoming.text:
+                return
+        if not incoming.text:
+            await turn_context.send_activity(plain_message("Ask me a question, or type help."))
+            return
+        self.messenger.spawn(self._respond(reference, incoming.conversation, incoming.text), "teams-answer")
+
+    def _incoming(self, activity: Activity) -> Incoming:
+        conv = conversation_of(activity, self.assistant.settings.default_tenant)
+        text, mentioned = strip_mentions(activity)
+        personal = (activity.conversation.conversation_type or "personal") == "personal"
+        return Incoming(conv, text, personal, personal or mentioned)
+
+    async def _respond(self, reference: ConversationReference, conv: Conversation, text: str) -> None:
+        """Answer or run a command; a slow one is preceded by an acknowledgement, a failure by an apology."""
+        work = asyncio.ensure_future(self._reply_for(conv, text))
+        try:
+            # Sent from here, not in the turn, so that the turn's HTTP answer does not wait for it.
+            await self._courtesy(reference, Activity(type=ActivityTypes.typing))
+            done, _ = await asyncio.wait({work}, timeout=self.assistant.settings.teams_ack_after_s)
+            if not done:
+                await self._courtesy(reference, plain_message("Working on it: I'll answer here in a moment."))
+            reply = await work
+        except Exception:
+            log.exception("answering %r in %s failed", text[:80], conv.thread)
+            reply = plain_message("Sorry, something went wrong while answering. The details are in the bot's log.")
+        await self.messenger.send(reference, reply)
+
+    async def _courtesy(self, reference: ConversationReference, activity: Activity) -> None:
+        """A typing indicator or an acknowledgement: if it cannot be delivered, the answer is still worth trying."""
+        try:
+            await self.messenger.send(reference, activity)
+        except Exception as exc:
+            log.warning("could not send a %s activity to %s: %s", activity.type, reference.conversation.id, exc)
+
+    async def _reply_for(self, conv: Conversation, text: str) -> Activity:
+        name, _, rest = text.partition(" ")
+        if name.lower() in COMMANDS:
+            return plain_message(await self.assistant.command(conv, text))
+        question = rest.strip() if name.lower() == "ask" else text
+        if not question:
+            return plain_message("What would you like to know? Write: ask <question>.")
+        answer = await self.assistant.answer(conv, question)
+        card: Attachment = CardFactory.adaptive_card(answer_card(answer))
+        message = MessageFactory.attachment(card)
+        message.summary = answer.reply.text[:120]  # shown in notifications
+        return message
+
+    # --- files --------------------------------------------------------------------------------------------
+
+    async def _ingest(self, reference: ConversationReference, conv: Conversation, attachment: Attachment) -> None:
+        """Download a file sent in a personal chat, ingest it with that chat's audience, report progress."""
+        name = attachment.name or "document"
+        content = attachment.content if isinstance(attachment.content, dict) else {}
+        url = content.get("downloadUrl")
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            await self.messenger.send(reference, plain_message(f"I could not find a download link for {name}."))
+            return
+        progress_id = await self.messenger.send(reference, plain_message(f"Downloading {name} ..."))
+        try:
+            if self._session is None:
+                self._session = aiohttp.ClientSession()
+            data = await fetch_file(self._session, url, name, max_bytes=self.assistant.settings.max_upload_bytes)
+        except DownloadError as exc:
+            await self.messenger.send(reference, plain_message(str(exc)))
+            return
+        last_update = 0.0
+        async for step in self.assistant.share(conv, data, name, link=attachment.content_url):
+            if step.finished:
+                await self.messenger.send(reference, plain_message(step.text))
+            elif progress_id and time.monotonic() - last_update >= PROGRESS_EVERY_S:
+                last_update = time.monotonic()
+                await self.messenger.update(reference, progress_id, plain_message(step.text))
+
+    # --- votes --------------------------------------------------------------------------------------------
+
+    async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse | None:
+        """👍/👎 clicks (`adaptiveCard/action`, verb "feedback"); other invokes get botbuilder's default answer.
+
+        Answered here rather than in `on_adaptive_card_invoke` because botbuilder types the response's `value`
+        as an object, and a message response carries a string.
+        """
+        activity = turn_context.activity
+        if activity.name != "adaptiveCard/action":
+            return await super().on_invoke_activity(turn_context)
+        value: dict[str, Any] = activity.value if isinstance(activity.value, dict) else {}
+        action: dict[str, Any] = value["action"] if isinstance(value.get("action"), dict) else {}
+        if action.get("type") != "Action.Execute" or action.get("verb") != FEEDBACK_VERB:
+            said = "I don't know that button."
+        else:
+            said = self._vote(action.get("data"), activity)
+        return InvokeResponse(status=200, body=InvokeMessage(said))
+
+    def _vote(self, data: object, activity: Activity) -> str:
+        vote = read_vote(data)
+        if vote is None:
+            return "I don't know that button."
+        answer_id, helpful = vote
+        user = activity.from_property.aad_object_id or activity.from_property.id or "unknown"
+        if not self.assistant.vote(answer_id, user, helpful):
+            return "That answer is too old to rate."
+        return "Thanks: noted as helpful." if helpful else "Thanks: noted as not helpful; I'll learn from it."
+
+    # --- installation -------------------------------------------------------------------------------------
+
+    async def on_members_added_activity(self, members_added: list[ChannelAccount], turn_context: TurnContext) -> None:
+        if any(m.id == turn_context.activity.recipient.id for m in members_added):
+            await turn_context.send_activity(plain_message(WELCOME))
