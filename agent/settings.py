@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     dedup_window_s: int = Field(900, ge=600, description="A redelivered event within this window is ignored.")
     answer_concurrency: int = Field(4, ge=1, description="Questions answered at once per bot process.")
 
+    # --- adapter training (workers/training) ------------------------------------------------------------------
+    train_config: Path | None = Field(None, description="Trainer and gate YAML; default: the packaged one.")
+    train_at: str = Field("02:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Nightly retraining, HH:MM UTC.")
+    train_lock_ttl_s: int = Field(120, ge=3, description="A dead trainer's lock frees itself after this long.")
+    train_max_doc_passages: int = Field(2000, ge=0, description="Tenant-wide passages per training run at most.")
+
     # --- workers ---------------------------------------------------------------------------------------------
     worker_concurrency: int = Field(1, ge=1)
     job_visibility_s: int = Field(

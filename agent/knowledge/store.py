@@ -327,6 +327,19 @@ class KnowledgeStore:
         rows = self.client.query(self.catalog, filter=expr, output_fields=_CATALOG_FIELDS, limit=MAX_QUERY_ROWS)
         return sorted((_document(r) for r in rows), key=lambda d: (d.scope, d.doc_id))
 
+    def passages(self, audience: Audience) -> list[tuple[str, str]]:
+        """(document id, text) of every passage stored in exactly this scope, in document order.
+
+        For adapter training, which reads the tenant-wide scope only (never a private one).
+        """
+        rows = self._query(
+            f"tenant == {literal(audience.tenant)} and scope == {literal(audience.scope)}",
+            ["doc_id", "chunk", "text"],
+            audience_partitions(audience),
+        )
+        rows.sort(key=lambda r: (r["doc_id"], r["chunk"]))
+        return [(str(r["doc_id"]), str(r["text"])) for r in rows]
+
     def _catalog_get(self, key: str) -> DocumentInfo | None:
         self.ensure_collection()
         rows = self.client.get(self.catalog, ids=[key], output_fields=_CATALOG_FIELDS)
