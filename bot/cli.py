@@ -77,7 +77,7 @@ def up(
 
     settings = _settings()
     try:
-        with LocalStack(settings) as stack:
+        with LocalStack(settings, training=True) as stack:
             if chat:
                 from bot.console import run_console
 
@@ -341,6 +341,11 @@ def bench_search(
 
     report = run(_settings(), chunks, queries)
     _print_json(report) if as_json else out.print(report)
+
+
+from bot import training_cli  # noqa: E402  (after the shared helpers it reuses)
+
+training_cli.register(app, bench_app)
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from celery import Celery
 from celery.utils.nodenames import host_format
 
 from agent.settings import Settings
-from workers.names import INGEST_QUEUE
+from workers.names import INGEST_QUEUE, TRAIN_QUEUE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REDIS_PORT_SETTING = "EXPERTBOT_LOCAL_REDIS_PORT"
@@ -226,12 +226,29 @@ def start_worker(settings: Settings, queues: list[str], concurrency: int, name: 
     return proc
 
 
+def start_beat(settings: Settings) -> ManagedProcess:
+    """Celery beat (the nightly retraining), its schedule file under the data dir; run exactly one."""
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.effective_redis_url,
+        "MILVUS_URI": settings.effective_milvus_uri,
+        "EXPERTBOT_DATA_DIR": str(settings.data_dir.resolve()),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    schedule = settings.data_dir.resolve() / "celerybeat-schedule"
+    args = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "beat", "--schedule", str(schedule)]
+    proc = ManagedProcess("beat", [*args, "--loglevel=DEBUG"], settings.data_dir, env=env)
+    _await(lambda: "beat: Starting" in proc.log_tail(200), 60, "Celery beat", proc)
+    return proc
+
+
 class LocalStack:
     """Whatever services the settings leave embedded, plus the ingest worker; started and stopped together."""
 
-    def __init__(self, settings: Settings, *, worker: bool = True) -> None:
+    def __init__(self, settings: Settings, *, worker: bool = True, training: bool = False) -> None:
         self.settings = settings
         self.worker = worker
+        self.training = training  # a train worker (concurrency 1) and Celery beat, for the nightly retraining
         self.processes: list[ManagedProcess] = []
         self._old_handlers: dict[int, Any] = {}
 
@@ -255,6 +272,9 @@ class LocalStack:
             if self.worker:
                 n = s.worker_concurrency
                 self._start(f"ingest worker ({n})", lambda: start_worker(s, [INGEST_QUEUE], n, "ingest"))
+            if self.training:
+                self._start("train worker (1)", lambda: start_worker(s, [TRAIN_QUEUE], 1, "train"))
+                self._start("Celery beat", lambda: start_beat(s))
         except BaseException:
             self.stop()
             raise
