@@ -330,12 +330,13 @@ class KnowledgeStore:
     def passages(self, audience: Audience) -> list[tuple[str, str]]:
         """(document id, text) of every passage stored in exactly this scope, in document order.
 
-        For adapter training, which reads the tenant-wide scope only (never a private one).
+        For adapter training, which reads the tenant-wide scope only (never a private one); at most MAX_QUERY_ROWS.
         """
         rows = self._query(
             f"tenant == {literal(audience.tenant)} and scope == {literal(audience.scope)}",
             ["doc_id", "chunk", "text"],
             audience_partitions(audience),
+            bounded=True,
         )
         rows.sort(key=lambda r: (r["doc_id"], r["chunk"]))
         return [(str(r["doc_id"]), str(r["text"])) for r in rows]
