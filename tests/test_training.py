@@ -336,17 +336,22 @@ def test_nightly_schedule_is_registered_and_its_task_runs_through_a_real_worker(
 
     fresh, client = _tenant("nightly"), _redis(train_settings)
     _teach(client, fresh, GLOSSARY[:6])
-    dispatch = app.send_task(TRAIN_NIGHTLY, queue=TRAIN_QUEUE)
-    queued = dispatch.get(timeout=60)["queued"]
+    queued = _nightly(app, keep=fresh)
     assert fresh in queued
-    for tenant, job in queued.items():  # other tests' tenants with new data: not this test's business
-        if tenant != fresh:
-            app.control.revoke(job)
     final = wait_for_job(queued[fresh], timeout_s=180)
     assert final.state == "done" and final.result["status"] in ("promoted", "rejected"), final
     again = wait_for_job(submit_training(fresh), timeout_s=60)  # nothing new since: skipped at once
     assert again.result == {**again.result, "status": "skipped", "reason": "no new training data since the last run"}
-    assert fresh not in app.send_task(TRAIN_NIGHTLY, queue=TRAIN_QUEUE).get(timeout=60)["queued"]
+    assert fresh not in _nightly(app, keep=fresh)
+
+
+def _nightly(app: Any, keep: str) -> dict[str, str]:
+    """Run the nightly dispatch on the train worker; revoke the jobs of other tests' tenants (not our business)."""
+    queued: dict[str, str] = app.send_task(TRAIN_NIGHTLY, queue=TRAIN_QUEUE).get(timeout=60)["queued"]
+    for tenant, job in queued.items():
+        if tenant != keep:
+            app.control.revoke(job)
+    return queued
 
 
 # --- a training killed midway ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 from celery import Task
+from pymilvus.exceptions import MilvusException
 
 from agent.settings import get_settings
 from workers.celery_app import app
@@ -18,8 +19,11 @@ from workers.names import TRAIN_ADAPTER, TRAIN_NIGHTLY, TRAIN_QUEUE
 
 log = logging.getLogger(__name__)
 
+TRANSIENT = (redis.RedisError, OSError, MilvusException)
+"""Services that may come back: the run is retried (and resumes from its checkpoint)."""
 
-@app.task(bind=True, name=TRAIN_ADAPTER, autoretry_for=(redis.RedisError, OSError), retry_backoff=5, max_retries=5)
+
+@app.task(bind=True, name=TRAIN_ADAPTER, autoretry_for=TRANSIENT, retry_backoff=5, max_retries=5)
 def train_adapter(self: Task, tenant: str, force: bool = False) -> dict[str, Any]:
     """Retrain `tenant`'s adapter (unless nothing is new and not `force`), gate it, promote it if it wins."""
     from workers.training.pipeline import run_training

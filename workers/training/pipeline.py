@@ -118,10 +118,18 @@ class _HeldLock:
 
 
 def tenant_documents(settings: Settings, tenant: str) -> list[tuple[str, str]]:
-    """The passages of the tenant's tenant-wide documents (no other scope is ever read)."""
+    """The passages of the tenant's tenant-wide documents (no other scope is ever read).
+
+    The connection is closed after use: runs are hours apart, and an idle gRPC channel left open is dropped by
+    the server ("too many pings"), which would fail the next night's run.
+    """
     from agent.knowledge.service import open_knowledge
 
-    return open_knowledge(settings).store.passages(Audience(tenant, TENANT_WIDE))
+    store = open_knowledge(settings).store
+    try:
+        return store.passages(Audience(tenant, TENANT_WIDE))
+    finally:
+        store.client.close()
 
 
 def trainer_and_gate(settings: Settings) -> tuple[dict[str, Any], GateConfig]:
