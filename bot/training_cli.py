@@ -66,13 +66,13 @@ def train(
     if not wait:
         out.print(job)
         return
-    deadline, hinted, last = time.monotonic() + timeout, False, ""
+    deadline, hinted, last_stage, shown_at = time.monotonic() + timeout, False, "", 0.0
     started = time.monotonic()
     while not (status := job_status(job)).finished:
-        line = f"{status.stage} {status.done}/{status.total}" if status.total else status.stage
-        if line != last:
-            err.print(f"  {line}")
-            last = line
+        stage = status.stage.split(" (")[0]  # "training (loss 0.42)" -> "training"
+        if stage != last_stage or time.monotonic() - shown_at >= 5:  # a line per stage, then one every 5 s
+            err.print(f"  {status.stage} {status.done}/{status.total}" if status.total else f"  {status.stage}")
+            last_stage, shown_at = stage, time.monotonic()
         if status.state == "queued" and not hinted and time.monotonic() - started > 15:
             err.print("  still queued: is a train worker running? (`expertbot up` starts one)")
             hinted = True
