@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pymilvus import DataType, Function, FunctionType, MilvusClient
+from pymilvus.exceptions import MilvusException
 
 from agent.types import Audience, Chunk, DocumentInfo, Hit
 
@@ -119,6 +120,19 @@ def fuse(dense: Sequence[Hit], bm25: Sequence[Hit], weights: SearchWeights, k: i
     return fused
 
 
+def _connect(uri: str, token: str) -> MilvusClient:
+    """A client; tried twice because pymilvus shares one gRPC channel per address within a process.
+
+    A channel left idle for minutes is dropped by the Milvus Lite server ("too many pings": the client's keepalive
+    pings outpace what the server allows without calls); the next client then fails to revive it once, which
+    closes it, and a second attempt opens a fresh channel.
+    """
+    try:
+        return MilvusClient(uri=uri, token=token)
+    except MilvusException:
+        return MilvusClient(uri=uri, token=token)
+
+
 class KnowledgeStore:
     def __init__(
         self,
@@ -131,7 +145,7 @@ class KnowledgeStore:
         weights: SearchWeights | None = None,
         dense_index: str = "AUTOINDEX",
     ) -> None:
-        self.client = MilvusClient(uri=uri, token=token or "")
+        self.client = _connect(uri, token or "")
         self.collection = collection
         self.catalog = f"{collection}_documents"
         self.dim = dim
