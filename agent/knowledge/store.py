@@ -121,15 +121,14 @@ def fuse(dense: Sequence[Hit], bm25: Sequence[Hit], weights: SearchWeights, k: i
 
 
 def _connect(uri: str, token: str) -> MilvusClient:
-    """A client; tried twice because pymilvus shares one gRPC channel per address within a process.
-
-    A channel left idle for minutes is dropped by the Milvus Lite server ("too many pings": the client's keepalive
-    pings outpace what the server allows without calls); the next client then fails to revive it once, which
-    closes it, and a second attempt opens a fresh channel.
+    """A client, tried twice: pymilvus shares one connection per address within a process and, when it has been
+    idle for a while, revives it first. On a Milvus Lite server that revival can meet a connection the server
+    has just dropped ("too many pings": idle keepalive pings) and fail once; half a second later it succeeds.
     """
     try:
         return MilvusClient(uri=uri, token=token)
     except MilvusException:
+        time.sleep(0.5)
         return MilvusClient(uri=uri, token=token)
 
 
