@@ -366,7 +366,7 @@ def test_a_training_killed_midway_keeps_the_current_adapter_and_resumes(train_se
     tenant = _tenant("killed")
     _teach(_redis(train_settings), tenant, list(reversed(GLOSSARY)))
     job = submit_training(tenant, force=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while not ((status := job_status(job)).stage.startswith("training") and status.done >= 25):
         assert time.monotonic() < deadline and not status.finished, status
         time.sleep(0.05)

@@ -220,6 +220,7 @@ def run_training(settings: Settings, tenant: str, *, force: bool = False, report
             max_doc_passages=settings.train_max_doc_passages,
         )
         if not dataset.train:
+            client.set(_CONSUMED + tenant, repr(changed))  # nothing usable: wait for new data before trying again
             return Outcome(
                 tenant,
                 "skipped",
