@@ -410,3 +410,58 @@ def test_batch_order_is_the_same_for_a_fresh_and_a_resumed_run():
     assert batch_order(10, 7, 4, 3) == batch_order(10, 7, 4, 3)
     flat = [i for b in batch_order(10, 5, 4, 3) for i in b]
     assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))  # whole epochs
+
+
+# --- small pieces --------------------------------------------------------------------------------------------------
+
+
+def test_teach_file_accepts_csv_and_jsonl_and_reports_bad_rows_without_losing_good_ones():
+    from agent.teach_file import read_teach_file
+
+    jsonl = "\n".join(
+        [
+            json.dumps({"term": "runway", "definition": "months of cash left"}),
+            json.dumps({"question": "Who approves travel?", "answer": "Your team lead."}),
+            json.dumps({"kind": "style", "prompt": "Say hello", "text": "Hi there, team!"}),
+            "{not json",
+            json.dumps({"kind": "poem", "prompt": "x", "text": "y"}),
+            json.dumps(["a", "list"]),
+            json.dumps({"term": "x" * 201, "definition": "too long a term"}),
+        ]
+    ).encode()
+    parsed = read_teach_file(jsonl, "glossary.jsonl", "acme")
+    assert [(i.kind, i.prompt) for i in parsed.items] == [
+        ("term", "runway"),
+        ("qa", "Who approves travel?"),
+        ("style", "Say hello"),
+    ]
+    assert all(
+        i.scope == TENANT_WIDE and i.tenant == "acme" and i.source == "file:glossary.jsonl" for i in parsed.items
+    )
+    assert [p.split(":")[0] for p in parsed.problems] == ["line 4", "line 5", "line 6", "line 7"]
+    assert "kind must be term, qa or style" in parsed.problems[1]
+
+    csv_text = "\ufeffquestion,answer\nWhere is the VPN guide?,On the wiki.\n,missing question\n".encode()
+    parsed = read_teach_file(csv_text, "faq.csv", "acme")
+    assert [(i.kind, i.text) for i in parsed.items] == [("qa", "On the wiki.")] and parsed.problems[0].startswith(
+        "line 3"
+    )
+    assert read_teach_file(b"", "empty.csv", "acme").problems == [
+        "empty.csv is empty or has no header row (e.g. term,definition)"
+    ]
+    assert read_teach_file(b"\xff\xfe\x00bad", "latin.csv", "acme").problems == ["latin.csv is not UTF-8 text"]
+
+
+def test_gate_rejects_forgetting_and_accepts_better_domain_text_without_knowing_less():
+    from workers.training.gate import GateConfig, decide
+
+    config = GateConfig(min_gain=0.1, min_domain_gain=0.05, max_forgetting=0.1)
+    base = {"choice_accuracy": 0.5, "domain_ppl": 20.0, "general_ppl": 10.0}
+    forgets = decide({**base, "choice_accuracy": 0.9, "general_ppl": 11.5}, base, config, "v0001")
+    assert not forgets.promote and forgets.reason.startswith("forgets general language") and "+15%" in forgets.reason
+    assert decide({**base, "choice_accuracy": 0.6}, base, config, "v0001").promote
+    fluent = decide({**base, "domain_ppl": 18.0}, base, config, "v0001")
+    assert fluent.promote and "domain's text better" in fluent.reason
+    assert not decide({**base, "domain_ppl": 18.0, "choice_accuracy": 0.45}, base, config, "v0001").promote
+    nothing = {"choice_accuracy": float("nan"), "domain_ppl": float("nan"), "general_ppl": 10.0}
+    assert "nothing to evaluate on" in decide(nothing, nothing, config, "the base model").reason
