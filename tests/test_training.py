@@ -465,3 +465,43 @@ def test_gate_rejects_forgetting_and_accepts_better_domain_text_without_knowing_
     assert not decide({**base, "domain_ppl": 18.0, "choice_accuracy": 0.45}, base, config, "v0001").promote
     nothing = {"choice_accuracy": float("nan"), "domain_ppl": float("nan"), "general_ppl": 10.0}
     assert "nothing to evaluate on" in decide(nothing, nothing, config, "the base model").reason
+
+
+def test_a_resumed_run_continues_exactly_as_an_uninterrupted_one(train_settings, tmp_path):
+    """A crash after the step-10 checkpoint, then a resume: the same losses and weights as a run never stopped."""
+    from safetensors.torch import load_file
+
+    from workers.training.data import make_dataset
+    from workers.training.train import TrainArgs
+    from workers.training.train import main as train_main
+
+    items = [
+        CuratedItem("term", t, d, "t", TENANT_WIDE, "file:g.csv", at=float(i)) for i, (t, d) in enumerate(GLOSSARY)
+    ]
+    train_file = make_dataset("t", items, [], []).write(tmp_path / "data")
+    settings: dict[str, Any] = {**TRAINER, "max_steps": 16, "checkpoint_every": 5, "lora_dropout": 0.1}
+
+    def args(name: str) -> TrainArgs:
+        return TrainArgs(
+            base_model=train_settings.phi3_model,
+            train_file=train_file,
+            output_dir=tmp_path / name,
+            checkpoint_dir=tmp_path / f"{name}-checkpoints",
+            **settings,
+        )
+
+    whole = train_main(args("whole"))
+
+    def crash(step: int, total: int, loss: float) -> None:
+        if step == 12:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        train_main(args("resumed"), crash)
+    assert (tmp_path / "resumed-checkpoints" / "LATEST").read_text() == "step-000010"
+    resumed = train_main(args("resumed"))
+    assert resumed.resumed_from == 10 and whole.resumed_from == 0
+    assert resumed.losses == pytest.approx(whole.losses, rel=1e-4)
+    a = load_file(str(tmp_path / "whole" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] - b[k]).abs().max() < 1e-4 for k in a)

@@ -256,6 +256,7 @@ def main(args: TrainArgs, progress: Progress | None = None, *, data_hash: str | 
     data_hash = data_hash or hashlib.sha256(args.train_file.read_bytes()).hexdigest()[:16]
     fingerprint = args.fingerprint(data_hash)
     model, tokenizer = load_base_for_training(args)
+    torch.manual_seed(args.seed)  # the fresh LoRA matrices: the same for every run with these arguments
     model = add_lora(model, args)
     device = model.device
     encoded = [encode(e, tokenizer, args.max_seq_len) for e in examples]
