@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     teams_ack_after_s: float = Field(
         2.0, ge=0, le=14, description="An answer not ready after this long is preceded by a short acknowledgement."
     )
+    # --- adapter training (workers/training) ------------------------------------------------------------------
+    train_config: Path | None = Field(None, description="Trainer and gate YAML; default: the packaged one.")
+    train_at: str = Field("02:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Nightly retraining, HH:MM UTC.")
+    train_lock_ttl_s: int = Field(120, ge=3, description="A dead trainer's lock frees itself after this long.")
+    train_max_doc_passages: int = Field(2000, ge=0, description="Tenant-wide passages per training run at most.")
 
     # --- workers ---------------------------------------------------------------------------------------------
     worker_concurrency: int = Field(1, ge=1)

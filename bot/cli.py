@@ -80,7 +80,7 @@ def up(
 
     settings = _settings()
     try:
-        with LocalStack(settings, teams=teams) as stack:
+        with LocalStack(settings, teams=teams, training=True) as stack:
             if chat:
                 from bot.console import run_console
 
@@ -386,6 +386,11 @@ def bench_teams(
 
     report = run(_settings(), concurrency=concurrency, requests=requests, questions=questions)
     _print_json(report) if as_json else out.print(report)
+
+
+from bot import training_cli  # noqa: E402  (after the shared helpers it reuses)
+
+training_cli.register(app, bench_app)
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from celery import Celery
 from celery.utils.nodenames import host_format
 
 from agent.settings import Settings
-from workers.names import INGEST_QUEUE
+from workers.names import INGEST_QUEUE, TRAIN_QUEUE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REDIS_PORT_SETTING = "EXPERTBOT_LOCAL_REDIS_PORT"
@@ -208,13 +208,7 @@ def wait_for_worker(app: Celery, name: str, timeout: float, *, proc: ManagedProc
 
 def start_worker(settings: Settings, queues: list[str], concurrency: int, name: str) -> ManagedProcess:
     """A Celery worker whose environment carries the services' addresses, which may be the embedded ones."""
-    env = {
-        **os.environ,
-        "REDIS_URL": settings.effective_redis_url,
-        "MILVUS_URI": settings.effective_milvus_uri,
-        "EXPERTBOT_DATA_DIR": str(settings.data_dir.resolve()),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
-    }
+    env = child_env(settings)
     args = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", ",".join(queues)]
     args += ["-c", str(concurrency), "-n", f"{name}@%h", "--loglevel=INFO"]
     proc = ManagedProcess(f"worker-{name}", args, settings.data_dir, env=env)
@@ -227,20 +221,25 @@ def start_worker(settings: Settings, queues: list[str], concurrency: int, name: 
     return proc
 
 
+def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a child process: the services' addresses (which may be the embedded ones) and this code."""
+    return {
+        **os.environ,
+        "REDIS_URL": settings.effective_redis_url,
+        "MILVUS_URI": settings.effective_milvus_uri,
+        "EXPERTBOT_DATA_DIR": str(settings.data_dir.resolve()),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+        **extra,
+    }
+
+
 def start_teams(settings: Settings, port: int | None = None) -> ManagedProcess:
     """The Teams endpoint (`expertbot teams serve`) as a child, with the services' addresses in its environment."""
     import urllib.request
 
     port = port or settings.teams_port
     ensure_port_free(port, TEAMS_PORT_SETTING)
-    env = {
-        **os.environ,
-        "REDIS_URL": settings.effective_redis_url,
-        "MILVUS_URI": settings.effective_milvus_uri,
-        "EXPERTBOT_DATA_DIR": str(settings.data_dir.resolve()),
-        TEAMS_PORT_SETTING: str(port),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
-    }
+    env = child_env(settings, **{TEAMS_PORT_SETTING: str(port)})
     args = [sys.executable, "-c", "from bot.cli import main; main()", "teams", "serve"]
     proc = ManagedProcess("teams", args, settings.data_dir, env=env)
     host = "127.0.0.1" if settings.teams_host in ("0.0.0.0", "::", "") else settings.teams_host
@@ -256,13 +255,23 @@ def start_teams(settings: Settings, port: int | None = None) -> ManagedProcess:
     return proc
 
 
+def start_beat(settings: Settings) -> ManagedProcess:
+    """Celery beat (the nightly retraining), its schedule file under the data dir; run exactly one."""
+    schedule = settings.data_dir.resolve() / "celerybeat-schedule"
+    args = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "beat", "--schedule", str(schedule)]
+    proc = ManagedProcess("beat", [*args, "--loglevel=DEBUG"], settings.data_dir, env=child_env(settings))
+    _await(lambda: "beat: Starting" in proc.log_tail(200), 60, "Celery beat", proc)
+    return proc
+
+
 class LocalStack:
     """Whatever services the settings leave embedded, plus the ingest worker; started and stopped together."""
 
-    def __init__(self, settings: Settings, *, worker: bool = True, teams: bool = False) -> None:
+    def __init__(self, settings: Settings, *, worker: bool = True, teams: bool = False, training: bool = False) -> None:
         self.settings = settings
         self.worker = worker
         self.teams = teams
+        self.training = training  # a train worker (concurrency 1) and Celery beat, for the nightly retraining
         self.processes: list[ManagedProcess] = []
         self._old_handlers: dict[int, Any] = {}
 
@@ -290,6 +299,9 @@ class LocalStack:
                 self._start(f"ingest worker ({n})", lambda: start_worker(s, [INGEST_QUEUE], n, "ingest"))
             if self.teams:
                 self._start(f"Teams endpoint on port {s.teams_port}", lambda: start_teams(s))
+            if self.training:
+                self._start("train worker (1)", lambda: start_worker(s, [TRAIN_QUEUE], 1, "train"))
+                self._start("Celery beat", lambda: start_beat(s))
         except BaseException:
             self.stop()
             raise

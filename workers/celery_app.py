@@ -15,9 +15,10 @@ import time
 from typing import Any, ClassVar
 
 from celery import Celery, bootsteps
+from celery.schedules import crontab
 
 from agent.settings import get_settings
-from workers.names import FORGET_DOCUMENT, INGEST_DOCUMENT, INGEST_QUEUE, TRAIN_QUEUE
+from workers.names import FORGET_DOCUMENT, INGEST_DOCUMENT, INGEST_QUEUE, TRAIN_ADAPTER, TRAIN_NIGHTLY, TRAIN_QUEUE
 
 
 def celery_config() -> dict[str, Any]:
@@ -33,7 +34,13 @@ def celery_config() -> dict[str, Any]:
         "result_extended": True,
         "result_expires": 7 * 24 * 3600,
         "task_default_queue": INGEST_QUEUE,
-        "task_routes": {INGEST_DOCUMENT: {"queue": INGEST_QUEUE}, FORGET_DOCUMENT: {"queue": INGEST_QUEUE}},
+        "task_routes": {
+            INGEST_DOCUMENT: {"queue": INGEST_QUEUE},
+            FORGET_DOCUMENT: {"queue": INGEST_QUEUE},
+            TRAIN_ADAPTER: {"queue": TRAIN_QUEUE},
+            TRAIN_NIGHTLY: {"queue": TRAIN_QUEUE},
+        },
+        "beat_schedule": nightly_schedule(settings.train_at),
         "task_create_missing_queues": True,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
@@ -42,6 +49,18 @@ def celery_config() -> dict[str, Any]:
             "unacked_restore_throttle": 1,
         },
         "worker_hijack_root_logger": False,
+    }
+
+
+def nightly_schedule(at: str) -> dict[str, Any]:
+    """Celery beat's one entry: the nightly retraining at `at` (HH:MM, UTC), dispatched on the train queue."""
+    hour, minute = (int(p) for p in at.split(":"))
+    return {
+        "nightly-training": {
+            "task": TRAIN_NIGHTLY,
+            "schedule": crontab(hour=hour, minute=minute),
+            "options": {"queue": TRAIN_QUEUE},
+        }
     }
 
 
@@ -75,7 +94,7 @@ class UnackedHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
             self._timer = None
 
 
-app = Celery("expertbot", include=["workers.tasks"])
+app = Celery("expertbot", include=["workers.tasks", "workers.train_tasks"])
 app.add_defaults(celery_config)
 app.steps["consumer"].add(UnackedHeartbeat)
 

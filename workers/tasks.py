@@ -14,11 +14,13 @@ from pymilvus.exceptions import MilvusException
 from agent.knowledge.ingest import IngestResult, ingest_bytes
 from agent.knowledge.service import Knowledge, open_knowledge
 from agent.knowledge.store import StoreError
+from agent.learning import LearningStore
 from agent.settings import Settings, get_settings
-from agent.types import Audience
+from agent.types import TENANT_WIDE, Audience
 from workers import blobs
 from workers.celery_app import app
 from workers.client import queue_depths
+from workers.connections import redis_client
 from workers.names import FORGET_DOCUMENT, INGEST_DOCUMENT, INGEST_QUEUE
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,8 @@ def ingest_document(
     except StoreError as exc:
         result = IngestResult("failed", doc_id or source, source, reason=str(exc))
     log.info("ingest %s for %s/%s: %s %s", source, tenant, scope, result.status, result.reason)
+    if result.status == "ready" and scope == TENANT_WIDE:  # new domain text: the nightly training should run
+        LearningStore(redis_client(settings.effective_redis_url)).mark_changed(tenant)
     blobs.drop(settings, blob_key)
     return result.to_dict()
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pymilvus import DataType, Function, FunctionType, MilvusClient
+from pymilvus.exceptions import MilvusException
 
 from agent.types import Audience, Chunk, DocumentInfo, Hit
 
@@ -119,6 +120,18 @@ def fuse(dense: Sequence[Hit], bm25: Sequence[Hit], weights: SearchWeights, k: i
     return fused
 
 
+def _connect(uri: str, token: str) -> MilvusClient:
+    """A client, tried twice: pymilvus shares one connection per address within a process and, when it has been
+    idle for a while, revives it first. On a Milvus Lite server that revival can meet a connection the server
+    has just dropped ("too many pings": idle keepalive pings) and fail once; half a second later it succeeds.
+    """
+    try:
+        return MilvusClient(uri=uri, token=token)
+    except MilvusException:
+        time.sleep(0.5)
+        return MilvusClient(uri=uri, token=token)
+
+
 class KnowledgeStore:
     def __init__(
         self,
@@ -131,7 +144,7 @@ class KnowledgeStore:
         weights: SearchWeights | None = None,
         dense_index: str = "AUTOINDEX",
     ) -> None:
-        self.client = MilvusClient(uri=uri, token=token or "")
+        self.client = _connect(uri, token or "")
         self.collection = collection
         self.catalog = f"{collection}_documents"
         self.dim = dim
@@ -326,6 +339,20 @@ class KnowledgeStore:
             expr += f" and scope in [{', '.join(literal(s) for s in scopes)}]"
         rows = self.client.query(self.catalog, filter=expr, output_fields=_CATALOG_FIELDS, limit=MAX_QUERY_ROWS)
         return sorted((_document(r) for r in rows), key=lambda d: (d.scope, d.doc_id))
+
+    def passages(self, audience: Audience) -> list[tuple[str, str]]:
+        """(document id, text) of every passage stored in exactly this scope, in document order.
+
+        For adapter training, which reads the tenant-wide scope only (never a private one); at most MAX_QUERY_ROWS.
+        """
+        rows = self._query(
+            f"tenant == {literal(audience.tenant)} and scope == {literal(audience.scope)}",
+            ["doc_id", "chunk", "text"],
+            audience_partitions(audience),
+            bounded=True,
+        )
+        rows.sort(key=lambda r: (r["doc_id"], r["chunk"]))
+        return [(str(r["doc_id"]), str(r["text"])) for r in rows]
 
     def _catalog_get(self, key: str) -> DocumentInfo | None:
         self.ensure_collection()
