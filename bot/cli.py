@@ -24,10 +24,14 @@ app = typer.Typer(help="expertbot: your company's domain expert in chat.", no_ar
 
 @app.callback()
 def _logging(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")] = False) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if not verbose:  # pymilvus warns on every query iterator against Milvus Lite
-        logging.getLogger("pymilvus").setLevel(logging.ERROR)
+    from agent.logging_setup import setup_logging
+
+    try:
+        settings: Settings | None = get_settings()
+    except ConfigError:
+        settings = None  # the command itself reports the bad setting
+    fmt = settings.log_format if settings else "text"
+    setup_logging(settings, level=logging.DEBUG if verbose else logging.WARNING, fmt=fmt)
 
 
 docs_app = typer.Typer(help="List or forget documents.", no_args_is_help=True)
