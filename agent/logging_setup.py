@@ -177,8 +177,21 @@ def setup_logging(
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    logging.getLogger("pymilvus").setLevel(max(root.level, logging.ERROR))  # it warns on every query iterator
+    _adopt_library_loggers(root.level)
     return handler
+
+
+def _adopt_library_loggers(level: int) -> None:
+    """pymilvus configures its own console handlers at import: route its lines through ours (redacted, JSON)."""
+    import pymilvus  # noqa: F401  (imported for its logging configuration, which we then undo)
+
+    for name in ("pymilvus", "pymilvus.milvus_client", "pymilvus.bulk_writer"):
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+        logger.propagate = True
+        logger.disabled = False
+        logger.setLevel(max(level, logging.ERROR))  # it warns on every query iterator against Milvus Lite
 
 
 @contextlib.contextmanager

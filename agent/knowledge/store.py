@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pymilvus import DataType, Function, FunctionType, MilvusClient
+from pymilvus.exceptions import MilvusException
 
 from agent.types import Audience, Chunk, DocumentInfo, Hit
 
@@ -154,6 +155,7 @@ class KnowledgeStore:
                     f"collection {self.collection!r} was built with {built!r}, not {self._model_tag!r}: "
                     "set EXPERTBOT_COLLECTION to a new name or EXPERTBOT_EMBEDDING_MODEL back"
                 )
+            self._ensure_partitions()
             self.client.load_collection(self.collection)
         else:
             self._create()
@@ -222,8 +224,24 @@ class KnowledgeStore:
         self.client.create_collection(
             self.collection, schema=schema, index_params=index, properties={_MODEL_PROPERTY: self._model_tag}
         )
+        self._ensure_partitions()
+
+    def _ensure_partitions(self) -> None:
+        """Create whichever audience partitions are missing.
+
+        Creating a collection and its partitions takes many calls: a process killed in between (kill -9 of a
+        worker on its first job) leaves a collection without some partitions, and every later write to them
+        would fail. So every process checks, once, when it opens the collection.
+        """
+        existing = set(self.client.list_partitions(self.collection))
         for n in range(PARTITIONS):
-            self.client.create_partition(self.collection, f"a{n:02d}")
+            name = f"a{n:02d}"
+            if name not in existing:
+                try:
+                    self.client.create_partition(self.collection, name)
+                except MilvusException:  # another process created it meanwhile
+                    if not self.client.has_partition(self.collection, name):
+                        raise
 
     # --- writes ----------------------------------------------------------------------------------------------
     def upsert_chunks(
