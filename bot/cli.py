@@ -347,6 +347,34 @@ def bench_search(
     _print_json(report) if as_json else out.print(report)
 
 
+@bench_app.command("reliability")
+def bench_reliability(
+    quick: Annotated[bool, typer.Option("--quick", help="Shorter runs (about 3 minutes instead of 15).")] = False,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this scenario (repeatable).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Faults survived, nothing lost, nothing leaked: each scenario on a throw-away stack, with its figures."""
+    from bot.reliability.registry import run_suite, scenario
+
+    try:
+        for name in only or []:
+            scenario(name)
+    except KeyError as exc:
+        raise _fail(str(exc.args[0]), 2) from None
+    rows = run_suite("quick" if quick else "full", only)
+    if as_json:
+        _print_json({"scenarios": rows})
+    else:
+        table = Table("scenario", "ok", "figures")
+        for row in rows:
+            ok = "skipped" if row["ok"] is None else ("yes" if row["ok"] else "[red]NO[/]")
+            figures = ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("name", "ok"))
+            table.add_row(row["name"], ok, figures)
+        out.print(table)
+    if any(row["ok"] is False for row in rows):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """The console script: known failures become one line with what to do, not a traceback."""
     import redis

@@ -11,7 +11,7 @@ import redis
 from celery import Task
 from pymilvus.exceptions import MilvusException
 
-from agent.knowledge.ingest import IngestResult, ingest_bytes
+from agent.knowledge.ingest import IngestResult, ingest_bytes, oversize_reason
 from agent.knowledge.service import Knowledge, open_knowledge
 from agent.knowledge.store import StoreError
 from agent.settings import Settings, get_settings
@@ -65,6 +65,11 @@ def ingest_document(
 ) -> dict[str, Any]:
     settings = get_settings()
     audience = Audience(tenant, scope)
+    size = blobs.size(settings, blob_key)
+    if size > settings.max_upload_bytes:  # refused without reading it: memory stays bounded by the limit
+        blobs.drop(settings, blob_key)
+        reason = oversize_reason(source, size, settings.max_upload_bytes)
+        return IngestResult("failed", doc_id or source, source, reason=reason).to_dict()
     data = blobs.load(settings, blob_key)
     if data is None:
         return IngestResult("failed", doc_id or source, source, reason=f"the upload of {source} expired").to_dict()

@@ -120,6 +120,39 @@ def fuse(dense: Sequence[Hit], bm25: Sequence[Hit], weights: SearchWeights, k: i
     return fused
 
 
+_NOT_LOADED = 101
+"""Milvus' CollectionNotLoaded: what every read gets after the server restarted, until someone loads again."""
+
+
+class _ReloadingClient(MilvusClient):  # type: ignore[misc]
+    """A MilvusClient whose reads load the collection again when a restarted server has released it.
+
+    Without this, every process connected across a Milvus restart (workers, bots) would fail all its reads
+    until it was restarted itself, and the ingestion jobs' retries would run out.
+    """
+
+    def _again(self, method: Any, collection: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(collection, *args, **kwargs)
+        except MilvusException as exc:
+            if exc.code != _NOT_LOADED and "call load()" not in str(exc.message):
+                raise
+            self.load_collection(collection)
+            return method(collection, *args, **kwargs)
+
+    def search(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
+        return self._again(super().search, collection_name, *args, **kwargs)
+
+    def query(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
+        return self._again(super().query, collection_name, *args, **kwargs)
+
+    def get(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
+        return self._again(super().get, collection_name, *args, **kwargs)
+
+    def query_iterator(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
+        return self._again(super().query_iterator, collection_name, *args, **kwargs)
+
+
 class KnowledgeStore:
     def __init__(
         self,
@@ -132,7 +165,7 @@ class KnowledgeStore:
         weights: SearchWeights | None = None,
         dense_index: str = "AUTOINDEX",
     ) -> None:
-        self.client = MilvusClient(uri=uri, token=token or "")
+        self.client = _ReloadingClient(uri=uri, token=token or "")
         self.collection = collection
         self.catalog = f"{collection}_documents"
         self.dim = dim

@@ -87,7 +87,7 @@ def worker_kills(h: Harness, kills: int = 20, documents: int = 30, sections: int
     started = time.monotonic()
     for k in range(kills):
         worker = h.start_worker(f"victim{k}")
-        busy = wait_until(lambda w=worker: "] received" in w.log_tail(200), 60, poll_s=0.05)  # type: ignore[misc]
+        busy = wait_until(lambda w=worker: "] received" in w.log_tail(200), 60, poll_s=0.05)
         if not busy:  # nothing left to interrupt
             h.stop_worker(worker)
             break

@@ -135,23 +135,32 @@ def run_suite(profile: Profile = "full", names: list[str] | None = None, timeout
     if runnable:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
         started = time.monotonic()
-        proc = subprocess.run(
+        child = subprocess.Popen(
             [sys.executable, "-m", "bot.reliability.runner", "--profile", profile, *runnable],
             stdout=subprocess.PIPE,
             stderr=None,  # the child's progress lines go straight to our stderr
             text=True,
             env=env,
-            timeout=timeout_s,
-            check=False,
         )
-        for line in proc.stdout.splitlines():
+        try:
+            stdout, _ = child.communicate(timeout=timeout_s)
+        except BaseException:  # timeout or Ctrl-C: let the child stop its services, then give up on it
+            child.terminate()
+            try:
+                stdout, _ = child.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                stdout, _ = child.communicate()
+            if not isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
+                raise
+        for line in stdout.splitlines():
             if line.startswith(RESULT_MARK):
                 row = json.loads(line[len(RESULT_MARK) :])
                 rows[row["name"]] = row
         for name in runnable:
             rows.setdefault(
                 name,
-                {"name": name, "ok": False, "error": f"the runner exited ({proc.returncode}) without a result",
+                {"name": name, "ok": False, "error": f"the runner exited ({child.returncode}) without a result",
                  "seconds": round(time.monotonic() - started, 1)},
             )
     return [rows[s.name] for s in chosen]

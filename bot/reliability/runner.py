@@ -12,6 +12,7 @@ import importlib
 import inspect
 import json
 import logging
+import signal
 import sys
 import time
 import traceback
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=("full", "quick", "test"), default="full")
     parser.add_argument("names", nargs="+")
     args = parser.parse_args(argv)
+    # SIGTERM (a timeout, a parent stopping us) unwinds like Ctrl-C, so the harness stops what it started.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     logging.getLogger("pymilvus").setLevel(logging.ERROR)
     with Harness() as h:
