@@ -32,4 +32,4 @@ def drop(settings: Settings, key: str) -> None:
 
 def size(settings: Settings, key: str) -> int:
     """The blob's length without fetching it (0 when gone): an oversized file is refused unread."""
-    return int(redis_client(settings.effective_redis_url).strlen(key))
+    return int(redis_client(settings.effective_redis_url).strlen(key))  # type: ignore[no-untyped-call]

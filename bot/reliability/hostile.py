@@ -67,9 +67,10 @@ async def _share(assistant: Assistant, conv: Conversation, name: str, data: byte
 
 
 def hostile_files(h: Harness, memory_bound_mb: float | None = None) -> dict[str, Any]:
-    """`memory_bound_mb`: the allowed growth of the worker's peak memory; default 4 x the upload limit."""
+    """`memory_bound_mb`: the allowed growth of the worker's peak memory (default: twice the upload limit, room for
+    one file at the limit and its text). The worker refuses an oversized file unread and a zip bomb uninflated."""
     settings = h.settings
-    bound = memory_bound_mb if memory_bound_mb is not None else 4 * settings.max_upload_bytes / 1024 / 1024
+    bound = memory_bound_mb if memory_bound_mb is not None else 2 * settings.max_upload_bytes / 1024 / 1024
     worker = h.start_worker("hostile")
     audience = Audience("reliability", "hostile")
     conv = Conversation("bench", audience, "hostile-thread", "U-bench", private=False)

@@ -35,7 +35,7 @@ async def _user(
     assistant: Assistant, conv: Conversation, rng: random.Random, until: float, think_s: tuple[float, float], out: dict[str, Any]
 ) -> None:
     last_answer: str | None = None
-    await asyncio.sleep(rng.uniform(0, think_s[1]))  # users arrive spread out, not all in the same millisecond
+    await asyncio.sleep(rng.uniform(0, think_s[0]))  # users arrive spread out, not all in the same millisecond
     while time.monotonic() < until:
         roll = rng.random()
         started = time.perf_counter()
@@ -59,7 +59,7 @@ async def _user(
                 out["commands"] += 1
         except Exception as exc:
             out["errors"].append(f"{type(exc).__name__}: {str(exc)[:200]}")
-        await asyncio.sleep(rng.uniform(*think_s))
+        await asyncio.sleep(min(rng.uniform(*think_s), max(0.0, until - time.monotonic())))
 
 
 async def _run(assistant: Assistant, users: int, duration_s: float, think_s: tuple[float, float]) -> dict[str, Any]:

@@ -52,19 +52,19 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "worker kill -9",
         "bot.reliability.faults:worker_kills",
-        _sizes({"kills": 20, "documents": 30}, {"kills": 5, "documents": 10}, {"kills": 2, "documents": 4}),
+        _sizes({"kills": 20, "documents": 30}, {"kills": 5, "documents": 10}, {"kills": 1, "documents": 3}),
         what="an ingest worker killed mid-job N times: every document exactly once",
     ),
     Scenario(
         "redis restart",
         "bot.reliability.faults:redis_restart",
-        _sizes({"jobs": 30}, {"jobs": 15}, {"jobs": 6}),
+        _sizes({"jobs": 30}, {"jobs": 15}, {"jobs": 5}),
         what="Redis killed (kill -9) and restarted with jobs queued: no job lost",
     ),
     Scenario(
         "milvus restart",
         "bot.reliability.faults:milvus_restart",
-        _sizes({"jobs": 20, "down_s": 10}, {"jobs": 10, "down_s": 6}, {"jobs": 5, "down_s": 4}),
+        _sizes({"jobs": 20, "down_s": 10}, {"jobs": 10, "down_s": 6}, {"jobs": 4, "down_s": 3}),
         what="Milvus stopped during ingestion and started again: the jobs finish after it returns",
     ),
     Scenario(
@@ -82,7 +82,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "simulated users",
         "bot.reliability.load:simulated_users",
-        _sizes({"users": 50, "duration_s": 300}, {"users": 50, "duration_s": 30}, {"users": 10, "duration_s": 6}),
+        _sizes({"users": 50, "duration_s": 300}, {"users": 50, "duration_s": 30}, {"users": 10, "duration_s": 6, "think_s": (0.5, 2.0)}),
         what="users chatting through the Assistant: no errors, latency p50/p99",
     ),
     Scenario(
