@@ -43,6 +43,10 @@ def celery_config() -> dict[str, Any]:
             "unacked_restore_throttle": 1,
         },
         "worker_hijack_root_logger": False,
+        # Storing a job's result or state through a Redis outage waits for Redis instead of losing the result.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 30,
+        "result_backend_max_sleep_between_retries_ms": 10_000,
     }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import time
 from typing import Any
+from uuid import uuid4
 
 from agent.knowledge.chunking import chunk_document
 from agent.knowledge.parsers import parse_document
@@ -14,6 +15,7 @@ from agent.knowledge.service import open_knowledge
 from agent.types import Audience
 from bot.reliability.harness import Harness, wait_until
 from workers.client import JobStatus, job_status, queue_depths, submit_ingest
+from workers.names import INGEST_QUEUE
 
 _WORDS = "rollout audit invoice vendor ledger payroll server backup policy travel budget review".split()
 
@@ -79,7 +81,7 @@ def deliveries(h: Harness, jobs: dict[str, str]) -> dict[str, int]:
 
 def worker_kills(h: Harness, kills: int = 20, documents: int = 30, sections: int = 30) -> dict[str, Any]:
     """kill -9 the ingest worker `kills` times, each time while it is in the middle of a job."""
-    audience = Audience("reliability", "worker-kills")
+    audience = Audience("reliability", f"worker-kills-{uuid4().hex[:6]}")
     docs = dict(make_document("kills", i, sections) for i in range(documents))
     jobs, expected = submit_documents(h, audience, docs)
     rng = random.Random(7)
@@ -118,13 +120,15 @@ def redis_restart(h: Harness, jobs: int = 30, sections: int = 10) -> dict[str, A
     What it rests on: Redis appends every write to its append-only file before it replies, so a killed Redis
     process loses nothing it acknowledged (a lost *machine* may lose the last second: appendfsync everysec).
     """
-    audience = Audience("reliability", "redis-restart")
-    docs = dict(make_document("redis", i, sections) for i in range(jobs))
+    audience = Audience("reliability", f"redis-restart-{uuid4().hex[:6]}")
+    # One long job first, so that the worker is inside it when Redis dies and the others are still queued.
+    docs = dict([make_document("redis-long", 0, 150), *(make_document("redis", i, sections) for i in range(1, jobs))])
     worker = h.start_worker("redis-restart")
     job_ids, expected = submit_documents(h, audience, docs)
     started = time.monotonic()
-    wait_until(lambda: any(job_status(j).state == "done" for j in job_ids), 120, poll_s=0.2)
-    queued = queue_depths(h.settings).get("ingest", 0)
+    first = next(iter(job_ids))
+    wait_until(lambda: job_status(first).state != "queued", 120, poll_s=0.05)
+    queued = queue_depths(h.settings).get(INGEST_QUEUE, 0)
     h.kill_redis()
     time.sleep(2)
     down_at = time.monotonic()
@@ -144,7 +148,7 @@ def redis_restart(h: Harness, jobs: int = 30, sections: int = 10) -> dict[str, A
 
 def milvus_restart(h: Harness, jobs: int = 20, sections: int = 10, down_s: float = 10) -> dict[str, Any]:
     """Stop the Milvus server during ingestion for `down_s` seconds: the jobs wait (retries) and finish after."""
-    audience = Audience("reliability", "milvus-restart")
+    audience = Audience("reliability", f"milvus-restart-{uuid4().hex[:6]}")
     docs = dict(make_document("milvus", i, sections) for i in range(jobs))
     h.start_worker("milvus-restart")
     job_ids, expected = submit_documents(h, audience, docs)
