@@ -223,7 +223,9 @@ def test_chat_surfaces_serve_healthz_and_require_their_secrets(compose_services:
             assert env[key].startswith("${" + key + ":?"), f"{name}: {key} must be required, not defaulted"
 
 
-def test_ingest_workers_scale_and_state_lives_in_named_volumes(compose: dict[str, Any], compose_services: dict[str, Any]) -> None:
+def test_ingest_workers_scale_and_state_lives_in_named_volumes(
+    compose: dict[str, Any], compose_services: dict[str, Any]
+) -> None:
     ingest = compose_services["ingest-worker"]
     # `--scale ingest-worker=N` needs no fixed container name and no host port.
     assert "container_name" not in ingest and not ingest.get("ports")

@@ -17,7 +17,7 @@ from bot.reliability.harness import Harness, wait_until
 from workers.client import JobStatus, job_status, queue_depths, submit_ingest
 from workers.names import INGEST_QUEUE
 
-_WORDS = "rollout audit invoice vendor ledger payroll server backup policy travel budget review".split()
+_WORDS = "rollout audit invoice vendor ledger payroll server backup policy travel budget review".split()  # noqa: SIM905
 
 
 def make_document(tag: str, n: int, sections: int) -> tuple[str, bytes]:
@@ -30,9 +30,7 @@ def make_document(tag: str, n: int, sections: int) -> tuple[str, bytes]:
     return f"{tag}-{n:03d}.md", "\n\n".join(parts).encode()
 
 
-def submit_documents(
-    h: Harness, audience: Audience, docs: dict[str, bytes]
-) -> tuple[dict[str, str], dict[str, int]]:
+def submit_documents(h: Harness, audience: Audience, docs: dict[str, bytes]) -> tuple[dict[str, str], dict[str, int]]:
     """Queue every document; returns job id -> name, and name -> the passages it must end up with."""
     expected = {n: len(chunk_document(parse_document(d, n), h.settings.chunk_chars)) for n, d in docs.items()}
     jobs = {submit_ingest(h.settings, audience, data, name, name): name for name, data in docs.items()}
@@ -52,14 +50,20 @@ def wait_for_all(jobs: dict[str, str], timeout_s: float) -> dict[str, JobStatus]
     return statuses
 
 
-def verify(h: Harness, audience: Audience, jobs: dict[str, str], expected: dict[str, int], timeout_s: float) -> dict[str, Any]:
+def verify(
+    h: Harness, audience: Audience, jobs: dict[str, str], expected: dict[str, int], timeout_s: float
+) -> dict[str, Any]:
     """Wait for the jobs, then compare Milvus with what each document must have produced."""
     statuses = wait_for_all(jobs, timeout_s)
     store = open_knowledge(h.settings).store
     store.flush()
     catalog = {d.doc_id: d.chunks for d in store.list_documents(audience.tenant, [audience.scope])}
     found = store.count(audience)
-    lost = [jobs[j] for j, s in statuses.items() if not (s.state == "done" and s.result.get("status") in ("ready", "unchanged"))]
+    lost = [
+        jobs[j]
+        for j, s in statuses.items()
+        if not (s.state == "done" and s.result.get("status") in ("ready", "unchanged"))
+    ]
     wrong = sorted(n for n, c in expected.items() if catalog.get(n) != c)
     total = sum(expected.values())
     return {

@@ -18,7 +18,7 @@ from agent.learning import CuratedItem, LearningStore, tenant_wide_only
 from agent.types import TENANT_WIDE, Audience, ChatRequest
 from bot.reliability.harness import Harness
 
-_SYLLABLES = "ka lo mi ru se ta vo ne pi da ge hu zo ri fa be".split()
+_SYLLABLES = ["ka", "lo", "mi", "ru", "se", "ta", "vo", "ne", "pi", "da", "ge", "hu", "zo", "ri", "fa", "be"]
 
 
 def _codename(rng: random.Random) -> str:
@@ -57,7 +57,8 @@ def audience_isolation(
         names.add(name)
         text = (
             f"# Project {name}\n\nProject {name} has a budget of {rng.randrange(10, 999)} thousand EUR. "
-            f"The {name} steering group meets in room {rng.randrange(100, 999)} every {rng.choice(['Monday', 'Friday'])}."
+            f"The {name} steering group meets in room {rng.randrange(100, 999)} "
+            f"every {rng.choice(['Monday', 'Friday'])}."
         )
         doc_id = f"{name.lower()}.md"
         result = ingest_bytes(
@@ -101,7 +102,9 @@ def audience_isolation(
 
     training = _training_data_isolation(h, places)
     return {
-        "ok": not leaks and chat_leaks == 0 and training["training_leaks"] == 0
+        "ok": not leaks
+        and chat_leaks == 0
+        and training["training_leaks"] == 0
         and training["training_items_kept"] == training["training_items_expected"]
         and own_found == own_total,
         "documents": len(docs),

@@ -19,7 +19,11 @@ from bot.reliability.harness import Harness
 TOPICS = [
     ("Travel", "Employees travelling to Vilnius receive a per diem of 84 EUR.", "How much is the per diem in Vilnius?"),
     ("Leave", "Every employee has 27 vacation days a year.", "How many vacation days do I get?"),
-    ("Equipment", "The home-office equipment allowance is 600 EUR every three years.", "What is the equipment allowance?"),
+    (
+        "Equipment",
+        "The home-office equipment allowance is 600 EUR every three years.",
+        "What is the equipment allowance?",
+    ),
     ("Security", "Laptops must use full-disk encryption and lock after 5 minutes.", "When must a laptop lock?"),
     ("Expenses", "Receipts must be uploaded within 30 days of the purchase.", "How soon must I upload receipts?"),
 ]
@@ -32,7 +36,12 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def _user(
-    assistant: Assistant, conv: Conversation, rng: random.Random, until: float, think_s: tuple[float, float], out: dict[str, Any]
+    assistant: Assistant,
+    conv: Conversation,
+    rng: random.Random,
+    until: float,
+    think_s: tuple[float, float],
+    out: dict[str, Any],
 ) -> None:
     last_answer: str | None = None
     await asyncio.sleep(rng.uniform(0, think_s[0]))  # users arrive spread out, not all in the same millisecond

@@ -82,7 +82,11 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "simulated users",
         "bot.reliability.load:simulated_users",
-        _sizes({"users": 50, "duration_s": 300}, {"users": 50, "duration_s": 30}, {"users": 10, "duration_s": 6, "think_s": (0.5, 2.0)}),
+        _sizes(
+            {"users": 50, "duration_s": 300},
+            {"users": 50, "duration_s": 30},
+            {"users": 10, "duration_s": 6, "think_s": (0.5, 2.0)},
+        ),
         what="users chatting through the Assistant: no errors, latency p50/p99",
     ),
     Scenario(
@@ -127,13 +131,18 @@ def not_available(s: Scenario) -> dict[str, Any]:
     return {"name": s.name, "ok": None, "skipped": f"not available: {s.module} does not exist yet"}
 
 
-def run_suite(profile: Profile = "full", names: list[str] | None = None, timeout_s: float = 1800) -> list[dict[str, Any]]:
+def run_suite(
+    profile: Profile = "full", names: list[str] | None = None, timeout_s: float = 1800
+) -> list[dict[str, Any]]:
     """Run the chosen scenarios (all by default) in one child process; rows in the registry's order."""
     chosen = [scenario(n) for n in names] if names else list(SCENARIOS)
     rows: dict[str, dict[str, Any]] = {s.name: not_available(s) for s in chosen if not s.available()}
     runnable = [s.name for s in chosen if s.name not in rows]
     if runnable:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+        }
         started = time.monotonic()
         child = subprocess.Popen(
             [sys.executable, "-m", "bot.reliability.runner", "--profile", profile, *runnable],
@@ -160,7 +169,11 @@ def run_suite(profile: Profile = "full", names: list[str] | None = None, timeout
         for name in runnable:
             rows.setdefault(
                 name,
-                {"name": name, "ok": False, "error": f"the runner exited ({child.returncode}) without a result",
-                 "seconds": round(time.monotonic() - started, 1)},
+                {
+                    "name": name,
+                    "ok": False,
+                    "error": f"the runner exited ({child.returncode}) without a result",
+                    "seconds": round(time.monotonic() - started, 1),
+                },
             )
     return [rows[s.name] for s in chosen]

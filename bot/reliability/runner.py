@@ -54,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
             s = scenario(name)
             print(f"reliability: {name} ...", file=sys.stderr, flush=True)
             row = run_one(h, s, args.profile)
-            print(f"reliability: {name}: {'ok' if row['ok'] else 'FAILED'} in {row['seconds']} s", file=sys.stderr, flush=True)
+            print(
+                f"reliability: {name}: {'ok' if row['ok'] else 'FAILED'} in {row['seconds']} s",
+                file=sys.stderr,
+                flush=True,
+            )
             sys.stdout.write(RESULT_MARK + json.dumps(row, default=str) + "\n")
             sys.stdout.flush()
             h.ensure_up()
