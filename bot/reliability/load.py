@@ -1,6 +1,9 @@
 """Simulated users chatting through `Assistant`, the core every chat surface calls: questions on the shared
 documents, small talk, domain questions, commands and votes, with think time between messages, for a fixed
-duration. Reports errors (any exception or empty reply) and the latency users saw."""
+duration. Reports errors (any exception or empty reply) and the latency users saw.
+
+The default pace, 5 to 30 s between one user's messages, is a busy chat; a shorter think time measures the
+saturation point instead (the answers per second one bot process sustains)."""
 
 from __future__ import annotations
 
@@ -84,7 +87,7 @@ async def _run(assistant: Assistant, users: int, duration_s: float, think_s: tup
 
 
 def simulated_users(
-    h: Harness, users: int = 50, duration_s: float = 300, think_s: tuple[float, float] = (2.0, 10.0)
+    h: Harness, users: int = 50, duration_s: float = 300, think_s: tuple[float, float] = (5.0, 30.0)
 ) -> dict[str, Any]:
     knowledge = open_knowledge(h.settings)
     for scope in range(5):
