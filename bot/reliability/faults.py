@@ -17,6 +17,7 @@ from agent.knowledge.parsers import parse_document
 from agent.knowledge.service import open_knowledge
 from agent.types import Audience
 from bot.reliability.harness import Harness, wait_until
+from bot.stack import ManagedProcess
 from workers.client import JobStatus, job_status, queue_depths, submit_ingest
 from workers.names import INGEST_QUEUE
 
@@ -103,6 +104,12 @@ def deliveries(h: Harness, jobs: dict[str, str]) -> dict[str, int]:
     return {job: logs.count(f"[{job}] received") for job in jobs}
 
 
+def _busy(worker: ManagedProcess) -> bool:
+    """The worker holds a job it has not finished: more deliveries than endings in its log."""
+    log = worker.log_tail(100_000)
+    return log.count("] received") > log.count("] succeeded") + log.count("] retry:") + log.count("] raised")
+
+
 def worker_kills(h: Harness, kills: int = 20, documents: int = 30, sections: int = 30) -> dict[str, Any]:
     """kill -9 the ingest worker `kills` times, each time while it is in the middle of a job."""
     audience = Audience("reliability", f"worker-kills-{uuid4().hex[:6]}")
@@ -120,6 +127,9 @@ def worker_kills(h: Harness, kills: int = 20, documents: int = 30, sections: int
         # Somewhere inside its first job (loading the model, parsing, embedding, saving) or a later one: kills spread
         # over different jobs instead of always hitting the one that comes back first.
         time.sleep(rng.uniform(0.3, 5.0))
+        if not wait_until(lambda w=worker: _busy(w), 30, poll_s=0.02):
+            h.stop_worker(worker)  # it has finished everything: nothing left to interrupt
+            break
         h.kill_worker(worker)
         done_kills += 1
     last_kill = time.monotonic()
