@@ -15,12 +15,13 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, Protocol, TypeVar
 
 import redis
 
-from agent.types import Audience
+from agent.types import TENANT_WIDE, Audience
 
 CuratedKind = Literal["term", "qa", "style"]
 """term: a word and its definition; qa: a question and its answer; style: a request and an answer in house style."""
@@ -70,6 +71,23 @@ class Vote:
     user: str
     helpful: bool
     at: float
+
+
+class _Scoped(Protocol):
+    @property
+    def scope(self) -> str: ...
+
+
+ScopedT = TypeVar("ScopedT", bound=_Scoped)
+
+
+def tenant_wide_only(items: Iterable[ScopedT]) -> list[ScopedT]:
+    """The items a tenant's shared adapter may learn from: those given tenant-wide, never a private scope's.
+
+    Why a filter of its own: a LoRA adapter can repeat what it was trained on to anyone in the tenant, so
+    whatever builds training data must pass curated items and voted answers through this.
+    """
+    return [item for item in items if item.scope == TENANT_WIDE]
 
 
 def parse_teach(text: str) -> tuple[str, str]:

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 EmbeddingModelName = Literal["use-multilingual", "minilm", "e5-small"]
 GeneratorName = Literal["extractive", "phi3", "openai"]
 TeamsAppType = Literal["MultiTenant", "SingleTenant", "UserAssignedMSI"]
+LogFormatName = Literal["json", "text"]
 
 
 class ConfigError(RuntimeError):
@@ -98,6 +99,9 @@ class Settings(BaseSettings):
     job_visibility_s: int = Field(
         10, ge=3, description="A job whose worker died is handed to another worker after about this long."
     )
+
+    # --- operations ------------------------------------------------------------------------------------------
+    log_format: LogFormatName = Field("json", description="json (one object a line, for collectors) or text.")
 
     @property
     def effective_redis_url(self) -> str:

@@ -24,10 +24,14 @@ app = typer.Typer(help="expertbot: your company's domain expert in chat.", no_ar
 
 @app.callback()
 def _logging(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")] = False) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if not verbose:  # pymilvus warns on every query iterator against Milvus Lite
-        logging.getLogger("pymilvus").setLevel(logging.ERROR)
+    from agent.logging_setup import setup_logging
+
+    try:
+        settings: Settings | None = get_settings()
+    except ConfigError:
+        settings = None  # the command itself reports the bad setting
+    fmt = settings.log_format if settings else "text"
+    setup_logging(settings, level=logging.DEBUG if verbose else logging.WARNING, fmt=fmt)
 
 
 docs_app = typer.Typer(help="List or forget documents.", no_args_is_help=True)
@@ -391,6 +395,34 @@ def bench_teams(
 from bot import training_cli  # noqa: E402  (after the shared helpers it reuses)
 
 training_cli.register(app, bench_app)
+
+
+@bench_app.command("reliability")
+def bench_reliability(
+    quick: Annotated[bool, typer.Option("--quick", help="Shorter runs (about 3 minutes instead of 15).")] = False,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this scenario (repeatable).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Faults survived, nothing lost, nothing leaked: each scenario on a throw-away stack, with its figures."""
+    from bot.reliability.registry import run_suite, scenario
+
+    try:
+        for name in only or []:
+            scenario(name)
+    except KeyError as exc:
+        raise _fail(str(exc.args[0]), 2) from None
+    rows = run_suite("quick" if quick else "full", only)
+    if as_json:
+        _print_json({"scenarios": rows})
+    else:
+        table = Table("scenario", "ok", "figures")
+        for row in rows:
+            ok = "skipped" if row["ok"] is None else ("yes" if row["ok"] else "[red]NO[/]")
+            figures = ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("name", "ok"))
+            table.add_row(row["name"], ok, figures)
+        out.print(table)
+    if any(row["ok"] is False for row in rows):
+        raise typer.Exit(1)
 
 
 def main() -> None:

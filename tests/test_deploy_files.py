@@ -20,10 +20,19 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 
-APP_SERVICES = ("ingest-worker", "train-worker", "beat")
+SURFACES = {"slack-bot": (["expertbot", "slack"], 3000), "teams-bot": (["expertbot", "teams", "serve"], 3978)}
+APP_SERVICES = ("ingest-worker", "train-worker", "beat", *SURFACES)
 EXPECTED_SERVICES = ("redis", "etcd", "minio", "milvus", "flower", *APP_SERVICES)
 # The secrets docker-compose.yml requires (${VAR:?message}); dummy values are enough to render it.
-REQUIRED_ENV = {"MINIO_ACCESS_KEY": "expertbot", "MINIO_SECRET_KEY": "not-a-real-secret"}
+REQUIRED_ENV = {
+    "MINIO_ACCESS_KEY": "expertbot",
+    "MINIO_SECRET_KEY": "not-a-real-secret",
+    "SLACK_BOT_TOKEN": "xoxb-not-a-real-token",
+    "SLACK_SIGNING_SECRET": "not-a-real-secret",
+    "MICROSOFT_APP_ID": "00000000-0000-0000-0000-000000000000",
+    "MICROSOFT_APP_PASSWORD": "not-a-real-secret",
+}
+DOCKERIGNORE = ROOT / ".dockerignore"
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +206,40 @@ def test_docker_compose_config_is_valid() -> None:
         args += ["--profile", profile] if profile else []
         result = subprocess.run([*args, "config", "-q"], capture_output=True, text=True, env=env, timeout=60)
         assert result.returncode == 0, f"docker compose config ({profile or 'default'}): {result.stderr}"
+
+
+def test_chat_surfaces_serve_healthz_and_require_their_secrets(compose_services: dict[str, Any]) -> None:
+    for name, (command, port) in SURFACES.items():
+        svc = compose_services[name]
+        assert _command(svc) == command, name
+        check = " ".join(svc["healthcheck"]["test"])
+        assert f"127.0.0.1:{port}/healthz" in check, f"{name} should be checked on its own /healthz"
+        assert any(str(p).endswith(f":{port}") for p in svc.get("ports", [])), f"{name} publishes {port}"
+        env = _environment(svc)
+        secrets = [k for k in REQUIRED_ENV if k.startswith(("SLACK", "MICROSOFT"))]
+        mine = [k for k in secrets if k in env]
+        assert mine, f"{name} receives its platform secrets"
+        for key in mine:
+            assert env[key].startswith("${" + key + ":?"), f"{name}: {key} must be required, not defaulted"
+
+
+def test_ingest_workers_scale_and_state_lives_in_named_volumes(
+    compose: dict[str, Any], compose_services: dict[str, Any]
+) -> None:
+    ingest = compose_services["ingest-worker"]
+    # `--scale ingest-worker=N` needs no fixed container name and no host port.
+    assert "container_name" not in ingest and not ingest.get("ports")
+    assert "healthcheck" in ingest
+    named = set(compose.get("volumes") or {})
+    for name, svc in compose_services.items():
+        for volume in svc.get("volumes", []):
+            source = str(volume).split(":", 1)[0]
+            assert source in named, f"{name}: {source} should be a named volume, not a host path"
+
+
+def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image() -> None:
+    patterns = {line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()}
+    for pattern in (".env", ".venv", ".git", ".expertbot"):
+        assert pattern in patterns, f".dockerignore should exclude {pattern}"
+    for needed in ("agent", "bot", "workers", "pyproject.toml"):
+        assert needed not in patterns, f"the image needs {needed}"

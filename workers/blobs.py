@@ -28,3 +28,8 @@ def load(settings: Settings, key: str) -> bytes | None:
 
 def drop(settings: Settings, key: str) -> None:
     redis_client(settings.effective_redis_url).delete(key)
+
+
+def size(settings: Settings, key: str) -> int:
+    """The blob's length without fetching it (0 when gone): an oversized file is refused unread."""
+    return int(redis_client(settings.effective_redis_url).strlen(key))  # type: ignore[no-untyped-call]

@@ -14,9 +14,10 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 from celery.schedules import crontab
 
+from agent.logging_setup import job_id, setup_logging
 from agent.settings import get_settings
 from workers.names import FORGET_DOCUMENT, INGEST_DOCUMENT, INGEST_QUEUE, TRAIN_ADAPTER, TRAIN_NIGHTLY, TRAIN_QUEUE
 
@@ -49,6 +50,10 @@ def celery_config() -> dict[str, Any]:
             "unacked_restore_throttle": 1,
         },
         "worker_hijack_root_logger": False,
+        # Storing a job's result or state through a Redis outage waits for Redis instead of losing the result.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 30,
+        "result_backend_max_sleep_between_retries_ms": 10_000,
     }
 
 
@@ -93,6 +98,25 @@ class UnackedHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
             self._timer.cancel()
             self._timer = None
 
+
+def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    """Celery leaves logging to us when this signal has a receiver: JSON lines, secrets redacted."""
+    settings = get_settings()
+    setup_logging(settings, level=loglevel or "INFO", fmt=settings.log_format)
+
+
+def _job_id_in_logs(task_id: str | None = None, **_: Any) -> None:
+    """Every line a job logs (also from agent/ code) carries its job id."""
+    job_id.set(task_id)
+
+
+def _clear_job_id(**_: Any) -> None:
+    job_id.set(None)
+
+
+signals.setup_logging.connect(_setup_logging)
+signals.task_prerun.connect(_job_id_in_logs)
+signals.task_postrun.connect(_clear_job_id)
 
 app = Celery("expertbot", include=["workers.tasks", "workers.train_tasks"])
 app.add_defaults(celery_config)

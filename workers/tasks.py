@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from celery import Task
 from pymilvus.exceptions import MilvusException
 
-from agent.knowledge.ingest import IngestResult, ingest_bytes
+from agent.knowledge.ingest import IngestResult, ingest_bytes, oversize_reason
 from agent.knowledge.service import Knowledge, open_knowledge
 from agent.knowledge.store import StoreError
 from agent.learning import LearningStore
@@ -24,9 +25,13 @@ from workers.connections import redis_client
 from workers.names import FORGET_DOCUMENT, INGEST_DOCUMENT, INGEST_QUEUE
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TRANSIENT = (OSError, MilvusException, redis.RedisError)
 """Faults worth retrying: the services may come back. A bad file is not among them."""
+
+REDIS_PATIENCE_S = 300.0
+"""How long a running job waits for Redis to come back before giving up (its message stays safe in Redis)."""
 
 FLUSH_EVERY_S = 30.0
 PROGRESS_EVERY_S = 0.5
@@ -39,6 +44,26 @@ def _knowledge() -> Knowledge:
     return open_knowledge(get_settings())
 
 
+def _with_redis(call: Callable[[], T]) -> T:
+    """Run a Redis call, waiting (with backoff) through a Redis outage instead of failing the job.
+
+    A job must not use Celery's retry for Redis faults: a retry is a new message *sent to Redis*, and when it
+    cannot be sent Celery rejects the job for good. Waiting here is safe: the job's message stays unacknowledged
+    in Redis (append-only file) until the job ends, whatever happens to this process.
+    """
+    deadline = time.monotonic() + REDIS_PATIENCE_S
+    delay = 0.5
+    while True:
+        try:
+            return call()
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("Redis unreachable; waiting %.1f s before trying again", delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
 def _should_flush(settings: Settings) -> bool:
     """Flush when no more ingestion is waiting, or every FLUSH_EVERY_S during a bulk load.
 
@@ -47,7 +72,11 @@ def _should_flush(settings: Settings) -> bool:
     """
     global _last_flush
     now = time.monotonic()
-    if queue_depths(settings).get(INGEST_QUEUE, 0) == 0 or now - _last_flush > FLUSH_EVERY_S:
+    try:
+        idle = queue_depths(settings).get(INGEST_QUEUE, 0) == 0
+    except redis.RedisError:
+        idle = True  # cannot tell: flushing is always correct, only slower
+    if idle or now - _last_flush > FLUSH_EVERY_S:
         _last_flush = now
         return True
     return False
@@ -67,7 +96,12 @@ def ingest_document(
 ) -> dict[str, Any]:
     settings = get_settings()
     audience = Audience(tenant, scope)
-    data = blobs.load(settings, blob_key)
+    size = _with_redis(lambda: blobs.size(settings, blob_key))
+    if size > settings.max_upload_bytes:  # refused without reading it: memory stays bounded by the limit
+        _with_redis(lambda: blobs.drop(settings, blob_key))
+        reason = oversize_reason(source, size, settings.max_upload_bytes)
+        return IngestResult("failed", doc_id or source, source, reason=reason).to_dict()
+    data = _with_redis(lambda: blobs.load(settings, blob_key))
     if data is None:
         return IngestResult("failed", doc_id or source, source, reason=f"the upload of {source} expired").to_dict()
 
@@ -77,7 +111,12 @@ def ingest_document(
         nonlocal last_report  # report at most every PROGRESS_EVERY_S: each report is a Redis write
         if time.monotonic() - last_report >= PROGRESS_EVERY_S:
             last_report = time.monotonic()
-            self.update_state(state="PROGRESS", meta={"stage": stage, "done": done, "total": total, "source": source})
+            try:  # progress is for people watching: a Redis outage must not fail the job
+                self.update_state(
+                    state="PROGRESS", meta={"stage": stage, "done": done, "total": total, "source": source}
+                )
+            except redis.RedisError:
+                log.warning("progress of %s not reported: Redis unreachable", source)
 
     knowledge = _knowledge()
     try:
@@ -98,8 +137,8 @@ def ingest_document(
         result = IngestResult("failed", doc_id or source, source, reason=str(exc))
     log.info("ingest %s for %s/%s: %s %s", source, tenant, scope, result.status, result.reason)
     if result.status == "ready" and scope == TENANT_WIDE:  # new domain text: the nightly training should run
-        LearningStore(redis_client(settings.effective_redis_url)).mark_changed(tenant)
-    blobs.drop(settings, blob_key)
+        _with_redis(lambda: LearningStore(redis_client(settings.effective_redis_url)).mark_changed(tenant))
+    _with_redis(lambda: blobs.drop(settings, blob_key))
     return result.to_dict()
 
 

@@ -55,6 +55,10 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def oversize_reason(source: str, size: int, max_bytes: int) -> str:
+    return f"{source} is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit"
+
+
 def _no_progress(stage: str, done: int, total: int) -> None:
     return None
 
@@ -79,12 +83,7 @@ def ingest_bytes(
     """
     doc_id = doc_id or source
     if len(data) > max_bytes:
-        return IngestResult(
-            "failed",
-            doc_id,
-            source,
-            reason=f"{source} is {len(data) / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit",
-        )
+        return IngestResult("failed", doc_id, source, reason=oversize_reason(source, len(data), max_bytes))
     progress("reading", 0, 0)
     digest = content_hash(data)
     # Milvus round trips overlap the CPU work (parsing, embedding): the worker would otherwise sit idle in them.

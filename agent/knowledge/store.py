@@ -120,16 +120,49 @@ def fuse(dense: Sequence[Hit], bm25: Sequence[Hit], weights: SearchWeights, k: i
     return fused
 
 
-def _connect(uri: str, token: str) -> MilvusClient:
+_NOT_LOADED = 101
+"""Milvus' CollectionNotLoaded: what every read gets after the server restarted, until someone loads again."""
+
+
+class _ReloadingClient(MilvusClient):  # type: ignore[misc]
+    """A MilvusClient whose reads load the collection again when a restarted server has released it.
+
+    Without this, every process connected across a Milvus restart (workers, bots) would fail all its reads
+    until it was restarted itself, and the ingestion jobs' retries would run out.
+    """
+
+    def _again(self, method: Any, collection: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(collection, *args, **kwargs)
+        except MilvusException as exc:
+            if exc.code != _NOT_LOADED and "call load()" not in str(exc.message):
+                raise
+            self.load_collection(collection)
+            return method(collection, *args, **kwargs)
+
+    def search(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
+        return self._again(super().search, collection_name, *args, **kwargs)
+
+    def query(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
+        return self._again(super().query, collection_name, *args, **kwargs)
+
+    def get(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
+        return self._again(super().get, collection_name, *args, **kwargs)
+
+    def query_iterator(self, collection_name: str, *args: Any, **kwargs: Any) -> Any:
+        return self._again(super().query_iterator, collection_name, *args, **kwargs)
+
+
+def _connect(uri: str, token: str) -> _ReloadingClient:
     """A client, tried twice: pymilvus shares one connection per address within a process and, when it has been
     idle for a while, revives it first. On a Milvus Lite server that revival can meet a connection the server
     has just dropped ("too many pings": idle keepalive pings) and fail once; half a second later it succeeds.
     """
     try:
-        return MilvusClient(uri=uri, token=token)
+        return _ReloadingClient(uri=uri, token=token)
     except MilvusException:
         time.sleep(0.5)
-        return MilvusClient(uri=uri, token=token)
+        return _ReloadingClient(uri=uri, token=token)
 
 
 class KnowledgeStore:
@@ -167,6 +200,7 @@ class KnowledgeStore:
                     f"collection {self.collection!r} was built with {built!r}, not {self._model_tag!r}: "
                     "set EXPERTBOT_COLLECTION to a new name or EXPERTBOT_EMBEDDING_MODEL back"
                 )
+            self._ensure_partitions()
             self.client.load_collection(self.collection)
         else:
             self._create()
@@ -235,8 +269,24 @@ class KnowledgeStore:
         self.client.create_collection(
             self.collection, schema=schema, index_params=index, properties={_MODEL_PROPERTY: self._model_tag}
         )
+        self._ensure_partitions()
+
+    def _ensure_partitions(self) -> None:
+        """Create whichever audience partitions are missing.
+
+        Creating a collection and its partitions takes many calls: a process killed in between (kill -9 of a
+        worker on its first job) leaves a collection without some partitions, and every later write to them
+        would fail. So every process checks, once, when it opens the collection.
+        """
+        existing = set(self.client.list_partitions(self.collection))
         for n in range(PARTITIONS):
-            self.client.create_partition(self.collection, f"a{n:02d}")
+            name = f"a{n:02d}"
+            if name not in existing:
+                try:
+                    self.client.create_partition(self.collection, name)
+                except MilvusException:  # another process created it meanwhile
+                    if not self.client.has_partition(self.collection, name):
+                        raise
 
     # --- writes ----------------------------------------------------------------------------------------------
     def upsert_chunks(

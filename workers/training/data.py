@@ -17,8 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from agent.learning import AnswerRecord, CuratedItem, LearningStore
-from agent.types import TENANT_WIDE
+from agent.learning import AnswerRecord, CuratedItem, LearningStore, tenant_wide_only
 
 ExampleKind = Literal["term", "qa", "style", "helpful", "document"]
 
@@ -108,8 +107,8 @@ def build_dataset(
 
     `documents` must already be tenant-wide only; curated items and answers are filtered here by their scope.
     """
-    curated = [i for i in store.curated(tenant) if i.scope == TENANT_WIDE]
-    helpful = [a for a in store.helpful_answers(tenant) if a.scope == TENANT_WIDE]
+    curated = tenant_wide_only(store.curated(tenant))
+    helpful = tenant_wide_only(store.helpful_answers(tenant))
     return make_dataset(tenant, curated, helpful, documents, max_doc_passages=max_doc_passages)
 
 

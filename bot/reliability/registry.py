@@ -1,0 +1,179 @@
+"""Which scenarios the suite runs, with what sizes, and how: all in one child process that owns the stack.
+
+A scenario is a function returning {"name", "ok", ...figures}. Built-in ones take the harness and their sizes;
+the chat surfaces' ones (`bot/slack/bench.py`, `bot/teams/bench.py`) take a count `n` and are found by import
+name, so the suite runs them as soon as they exist and shows a "not available" row until then.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bot.stack import PROJECT_ROOT
+
+Profile = Literal["full", "quick", "test"]
+RESULT_MARK = "@@scenario "
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    target: str
+    """"module:function"."""
+    sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """profile -> keyword arguments."""
+    hook: bool = False
+    """Provided by a chat surface: called as function(**sizes), without the harness."""
+    what: str = ""
+
+    @property
+    def module(self) -> str:
+        return self.target.split(":", 1)[0]
+
+    def available(self) -> bool:
+        try:
+            return importlib.util.find_spec(self.module) is not None
+        except ModuleNotFoundError:  # the parent package itself is missing
+            return False
+
+
+def _sizes(full: dict[str, Any], quick: dict[str, Any], test: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {"full": full, "quick": quick, "test": test}
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "worker kill -9",
+        "bot.reliability.faults:worker_kills",
+        _sizes({"kills": 20, "documents": 30}, {"kills": 5, "documents": 10}, {"kills": 1, "documents": 3}),
+        what="an ingest worker killed mid-job N times: every document exactly once",
+    ),
+    Scenario(
+        "redis restart",
+        "bot.reliability.faults:redis_restart",
+        _sizes({"jobs": 30}, {"jobs": 15}, {"jobs": 5}),
+        what="Redis killed (kill -9) and restarted with jobs queued: no job lost",
+    ),
+    Scenario(
+        "milvus restart",
+        "bot.reliability.faults:milvus_restart",
+        _sizes({"jobs": 20, "down_s": 10}, {"jobs": 10, "down_s": 6}, {"jobs": 4, "down_s": 3}),
+        what="Milvus stopped during ingestion and started again: the jobs finish after it returns",
+    ),
+    Scenario(
+        "hostile files",
+        "bot.reliability.hostile:hostile_files",
+        _sizes({}, {}, {}),
+        what="corrupt/encrypted PDF, zip bomb, empty, oversize, login page, binary: clear reply, bounded memory",
+    ),
+    Scenario(
+        "audience isolation",
+        "bot.reliability.isolation:audience_isolation",
+        _sizes({"questions": 200}, {"questions": 40}, {"documents": 60, "questions": 12, "chat_answers": 10}),
+        what="200 documents, 20 scopes, 3 tenants; every question from every scope; and training data",
+    ),
+    Scenario(
+        "simulated users",
+        "bot.reliability.load:simulated_users",
+        _sizes(
+            {"users": 50, "duration_s": 300},
+            {"users": 50, "duration_s": 30},
+            {"users": 10, "duration_s": 6, "think_s": (0.5, 2.0)},
+        ),
+        what="users chatting through the Assistant: no errors, latency p50/p99",
+    ),
+    Scenario(
+        "slack duplicate deliveries",
+        "bot.slack.bench:duplicate_deliveries",
+        _sizes({"n": 1000}, {"n": 200}, {"n": 50}),
+        hook=True,
+        what="the same Slack event delivered again (retries): answered once",
+    ),
+    Scenario(
+        "slack forged requests",
+        "bot.slack.bench:forged_requests",
+        _sizes({"n": 500}, {"n": 100}, {"n": 30}),
+        hook=True,
+        what="forged, replayed or stale Slack requests: none accepted",
+    ),
+    Scenario(
+        "teams duplicate deliveries",
+        "bot.teams.bench:duplicate_deliveries",
+        _sizes({"n": 1000}, {"n": 200}, {"n": 50}),
+        hook=True,
+        what="the same Teams activity delivered again: answered once",
+    ),
+    Scenario(
+        "teams unauthenticated requests",
+        "bot.teams.bench:unauthenticated_requests",
+        _sizes({"n": 500}, {"n": 100}, {"n": 30}),
+        hook=True,
+        what="Teams requests without a valid Bot Framework token: none accepted",
+    ),
+)
+
+
+def scenario(name: str) -> Scenario:
+    for s in SCENARIOS:
+        if s.name == name:
+            return s
+    raise KeyError(f"no scenario {name!r}; known: {', '.join(s.name for s in SCENARIOS)}")
+
+
+def not_available(s: Scenario) -> dict[str, Any]:
+    return {"name": s.name, "ok": None, "skipped": f"not available: {s.module} does not exist yet"}
+
+
+def run_suite(
+    profile: Profile = "full", names: list[str] | None = None, timeout_s: float = 1800
+) -> list[dict[str, Any]]:
+    """Run the chosen scenarios (all by default) in one child process; rows in the registry's order."""
+    chosen = [scenario(n) for n in names] if names else list(SCENARIOS)
+    rows: dict[str, dict[str, Any]] = {s.name: not_available(s) for s in chosen if not s.available()}
+    runnable = [s.name for s in chosen if s.name not in rows]
+    if runnable:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+        }
+        started = time.monotonic()
+        child = subprocess.Popen(
+            [sys.executable, "-m", "bot.reliability.runner", "--profile", profile, *runnable],
+            stdout=subprocess.PIPE,
+            stderr=None,  # the child's progress lines go straight to our stderr
+            text=True,
+            env=env,
+        )
+        try:
+            stdout, _ = child.communicate(timeout=timeout_s)
+        except BaseException:  # timeout or Ctrl-C: let the child stop its services, then give up on it
+            child.terminate()
+            try:
+                stdout, _ = child.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                stdout, _ = child.communicate()
+            if not isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
+                raise
+        for line in stdout.splitlines():
+            if line.startswith(RESULT_MARK):
+                row = json.loads(line[len(RESULT_MARK) :])
+                rows[row["name"]] = row
+        for name in runnable:
+            rows.setdefault(
+                name,
+                {
+                    "name": name,
+                    "ok": False,
+                    "error": f"the runner exited ({child.returncode}) without a result",
+                    "seconds": round(time.monotonic() - started, 1),
+                },
+            )
+    return [rows[s.name] for s in chosen]
