@@ -72,6 +72,17 @@ class Settings(BaseSettings):
     dedup_window_s: int = Field(900, ge=600, description="A redelivered event within this window is ignored.")
     answer_concurrency: int = Field(4, ge=1, description="Questions answered at once per bot process.")
 
+    # --- Slack (bot/slack) ---------------------------------------------------------------------------------------
+    slack_bot_token: str | None = Field(None, validation_alias=_env("SLACK_BOT_TOKEN"), description="xoxb-...")
+    slack_app_token: str | None = Field(
+        None, validation_alias=_env("SLACK_APP_TOKEN"), description="xapp-...: Socket Mode when set."
+    )
+    slack_signing_secret: str | None = Field(None, validation_alias=_env("SLACK_SIGNING_SECRET"))
+    slack_mode: Literal["auto", "socket", "http"] = Field("auto", description="auto: socket with an app token.")
+    slack_host: str = Field("0.0.0.0", description="HTTP mode: address the /slack/events server listens on.")
+    slack_port: int = Field(3000, ge=1, le=65535, description="HTTP mode: port of /slack/events.")
+    slack_api_url: str = Field("https://slack.com/api/", description="Web API base URL (GovSlack, tests).")
+
     # --- workers ---------------------------------------------------------------------------------------------
     worker_concurrency: int = Field(1, ge=1)
     job_visibility_s: int = Field(
@@ -101,6 +112,15 @@ class Settings(BaseSettings):
     @property
     def admin_ids(self) -> frozenset[str]:
         return frozenset(a.strip() for a in self.admins.split(",") if a.strip())
+
+    @property
+    def slack_enabled(self) -> bool:
+        """Slack runs when a bot token and a way to receive events (app token or signing secret) are set."""
+        return bool(self.slack_bot_token and (self.slack_app_token or self.slack_signing_secret))
+
+    @property
+    def slack_socket_mode(self) -> bool:
+        return self.slack_mode == "socket" or (self.slack_mode == "auto" and bool(self.slack_app_token))
 
     @property
     def max_upload_bytes(self) -> int:
