@@ -102,6 +102,9 @@ class Assistant:
         """Load the models and connect before the first question, so that it is not the slow one."""
         core = await asyncio.to_thread(lambda: self.core)
         await asyncio.to_thread(core.knowledge.search, Audience("warm-up", "warm-up"), "warm-up")
+        # One whole answer loads what the first one would (language identifier, router): under a burst of
+        # questions, every answer thread would otherwise load them at once.
+        await asyncio.to_thread(core.answer, ChatRequest("What is the warm-up?", Audience("warm-up", "warm-up")))
 
     async def answer(self, conv: Conversation, text: str, forced_route: Route | None = None) -> Answer:
         request = ChatRequest(text=text, audience=conv.audience, user=conv.user, thread=conv.thread)

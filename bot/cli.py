@@ -101,6 +101,20 @@ def chat(tenant: TenantOpt = None, scope: ScopeOpt = None) -> None:
 
 
 @app.command()
+def slack() -> None:
+    """Run the Slack app: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode on /slack/events."""
+    import asyncio
+
+    from bot.slack.serve import serve
+
+    logging.getLogger("bot").setLevel(logging.INFO)
+    try:
+        asyncio.run(serve(_settings()))
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+@app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to share with the bot.")],
     tenant: TenantOpt = None,
@@ -340,6 +354,19 @@ def bench_search(
     from bot.bench import bench_search as run
 
     report = run(_settings(), chunks, queries)
+    _print_json(report) if as_json else out.print(report)
+
+
+@bench_app.command("slack")
+def bench_slack(
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 50,
+    requests: Annotated[int, typer.Option("--requests", min=1)] = 2000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Slack HTTP mode on loopback: acknowledgement latency (p50/p99) under load and answers per second."""
+    from bot.slack.bench import bench_slack as run
+
+    report = run(_settings(), concurrency, requests)
     _print_json(report) if as_json else out.print(report)
 
 

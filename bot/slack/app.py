@@ -47,11 +47,15 @@ MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
 PRIVATE_TYPES = frozenset({"im", "mpim", "group", "private_channel"})
 
 
-def make_client(settings: Settings) -> AsyncWebClient:
-    """A Web API client that waits out HTTP 429 (Retry-After) and retries dropped connections."""
+def make_client(token: str | None, base_url: str, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
+    """A Web API client that waits out HTTP 429 (Retry-After) and retries dropped connections.
+
+    Give it a session (from inside the event loop): without one, slack_sdk opens a new connection per call.
+    """
     return AsyncWebClient(
-        token=settings.slack_bot_token,
-        base_url=settings.slack_api_url,
+        token=token,
+        base_url=base_url,
+        session=session,
         retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=2), AsyncRateLimitErrorRetryHandler(3)],
     )
 
@@ -67,7 +71,12 @@ class SlackBot:
     def __init__(self, settings: Settings, assistant: Assistant, *, client: AsyncWebClient | None = None) -> None:
         self.settings = settings
         self.assistant = assistant
-        self.client = client or make_client(settings)
+        self._session: aiohttp.ClientSession | None = None
+        self.client = client or make_client(settings.slack_bot_token, settings.slack_api_url, self.session)
+        # Background work (dedup, reactions, answers) is admitted a few events at a time, so that a burst of
+        # events leaves the event loop free to acknowledge the next requests at once.
+        self._admitted = asyncio.Semaphore(2 * settings.answer_concurrency)
+        self._dedup_slots = asyncio.Semaphore(4)
         verify = bool(settings.slack_signing_secret)
         self.app = AsyncApp(
             client=self.client,
@@ -76,7 +85,6 @@ class SlackBot:
             process_before_response=False,
         )
         self._private: dict[str, bool] = {}
-        self._session: aiohttp.ClientSession | None = None
         self._register()
 
     def _register(self) -> None:
@@ -141,6 +149,10 @@ class SlackBot:
             await self._share(_team(body), channel, None, None, user, str(file_id))
 
     async def _answer_event(self, team: str, event: dict[str, Any], text: str) -> None:
+        async with self._admitted:
+            await self._answer_now(team, event, text)
+
+    async def _answer_now(self, team: str, event: dict[str, Any], text: str) -> None:
         channel, ts = event["channel"], event["ts"]
         thread = event.get("thread_ts") or ts
         try:
@@ -281,7 +293,8 @@ class SlackBot:
         event_id = body.get("event_id")
         if not event_id:
             return True
-        first = await asyncio.to_thread(self.assistant.first_delivery, "slack", f"{_team(body)}:{event_id}")
+        async with self._dedup_slots:
+            first = await asyncio.to_thread(self.assistant.first_delivery, "slack", f"{_team(body)}:{event_id}")
         if not first:
             log.info("dropping a redelivery of %s", event_id)
         return first
@@ -319,9 +332,9 @@ class SlackBot:
             try:
                 info = (await self.client.conversations_info(channel=channel)).get("channel") or {}
                 self._private[channel] = bool(info.get("is_private") or info.get("is_im") or info.get("is_mpim"))
-            except SlackApiError:
-                log.warning("conversations.info failed for %s; treating it as private", channel, exc_info=True)
-                return True
+            except SlackApiError as exc:
+                log.warning("conversations.info %s: %s; treating it as private", channel, exc.response.get("error"))
+                self._private[channel] = True
         return self._private[channel]
 
     async def _post(self, channel: str, thread: str | None, text: str) -> str:

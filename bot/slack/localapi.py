@@ -33,6 +33,7 @@ def signed_headers(secret: str, body: str, timestamp: int | None = None) -> dict
 class Call:
     method: str
     args: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass

@@ -12,8 +12,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
-from slack_sdk.web.async_client import AsyncWebClient
 
 from agent.settings import Settings
 from bot.assistant import Assistant
@@ -37,7 +35,8 @@ def mention(team: str, channel: str, text: str, ts: str, event_id: str, user: st
 @dataclass
 class Loopback:
     slack: LocalSlack
-    bot: SlackBot
+    bot: SlackBot | None
+    """None when the bot runs in another process."""
     url: str
     session: aiohttp.ClientSession
 
@@ -69,11 +68,8 @@ async def loopback(
     """Start the local Web API server and the bot's HTTP endpoint (free ports); stop both afterwards."""
     slack = slack or LocalSlack()
     await slack.start()
-    client = AsyncWebClient(
-        token=slack.token, base_url=slack.base_url, retry_handlers=[AsyncRateLimitErrorRetryHandler(3)]
-    )
     settings = settings.model_copy(update={"slack_bot_token": slack.token, "slack_signing_secret": SECRET})
-    bot = SlackBot(settings, assistant, client=client)
+    bot = SlackBot(settings.model_copy(update={"slack_api_url": slack.base_url}), assistant)
     runner = await start_http(bot, "127.0.0.1", 0)
     port = runner.addresses[0][1]
     connector = aiohttp.TCPConnector(limit=0)
