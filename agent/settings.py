@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     slack_host: str = Field("0.0.0.0", description="HTTP mode: address the /slack/events server listens on.")
     slack_port: int = Field(3000, ge=1, le=65535, description="HTTP mode: port of /slack/events.")
     slack_api_url: str = Field("https://slack.com/api/", description="Web API base URL (GovSlack, tests).")
+    slack_answer_processes: int = Field(
+        1, ge=0, le=64, description="Child processes computing answers; 0 computes them in the Slack process."
+    )
 
     # --- workers ---------------------------------------------------------------------------------------------
     worker_concurrency: int = Field(1, ge=1)

@@ -361,12 +361,13 @@ def bench_search(
 def bench_slack(
     concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 50,
     requests: Annotated[int, typer.Option("--requests", min=1)] = 2000,
+    drain: Annotated[float, typer.Option("--drain-s", min=0, help="Wait this long for answers after the acks.")] = 120,
     as_json: JsonOpt = False,
 ) -> None:
     """Slack HTTP mode on loopback: acknowledgement latency (p50/p99) under load and answers per second."""
     from bot.slack.bench import bench_slack as run
 
-    report = run(_settings(), concurrency, requests)
+    report = run(_settings(), concurrency, requests, drain)
     _print_json(report) if as_json else out.print(report)
 
 

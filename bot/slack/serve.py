@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -13,6 +14,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 
 from agent.settings import Settings
+from bot.answer_pool import answer_pool
 from bot.assistant import Assistant
 from bot.slack.app import SlackBot
 
@@ -57,8 +59,22 @@ async def serve(settings: Settings) -> None:
     # The event loop acknowledges Slack's requests while answer threads compute: let it have the GIL back
     # within 1 ms instead of the default 5 ms.
     sys.setswitchinterval(0.001)
-    assistant = Assistant(settings)
+    processes = settings.slack_answer_processes
+    pool = await asyncio.to_thread(answer_pool, settings, processes) if processes else None
+    assistant = Assistant(settings, answer_pool=pool)
     await assistant.warm_up()
+    # The models and libraries loaded by now are millions of objects that live as long as the process: keep
+    # them out of the cyclic collector, whose full passes over them paused the event loop for ~300 ms.
+    gc.collect()
+    gc.freeze()
+    try:
+        await _serve(settings, assistant)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+async def _serve(settings: Settings, assistant: Assistant) -> None:
     bot = SlackBot(settings, assistant)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
