@@ -77,7 +77,7 @@ def up(
 
     settings = _settings()
     try:
-        with LocalStack(settings) as stack:
+        with LocalStack(settings, slack=True) as stack:
             if chat:
                 from bot.console import run_console
 
@@ -105,6 +105,8 @@ def slack() -> None:
     """Run the Slack app: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode on /slack/events."""
     import asyncio
 
+    from slack_sdk.errors import SlackApiError
+
     from bot.slack.serve import serve
 
     logging.getLogger("bot").setLevel(logging.INFO)
@@ -112,6 +114,8 @@ def slack() -> None:
         asyncio.run(serve(_settings()))
     except ConfigError as exc:
         raise _fail(str(exc), 2) from None
+    except SlackApiError as exc:
+        raise _fail(f"Slack refused the connection ({exc.response.get('error')}): check the tokens in .env") from None
 
 
 @app.command()

@@ -226,12 +226,27 @@ def start_worker(settings: Settings, queues: list[str], concurrency: int, name: 
     return proc
 
 
+def start_slack(settings: Settings) -> ManagedProcess:
+    """`expertbot slack` as a child; ready once it has loaded the models and connected (or listens)."""
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.effective_redis_url,
+        "MILVUS_URI": settings.effective_milvus_uri,
+        "EXPERTBOT_DATA_DIR": str(settings.data_dir.resolve()),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    proc = ManagedProcess("slack", [sys.executable, "-m", "bot.cli", "slack"], settings.data_dir, env=env)
+    _await(lambda: "Slack: " in proc.log_tail(50), 300, "the Slack app", proc)  # its "connected" / "listening" line
+    return proc
+
+
 class LocalStack:
     """Whatever services the settings leave embedded, plus the ingest worker; started and stopped together."""
 
-    def __init__(self, settings: Settings, *, worker: bool = True) -> None:
+    def __init__(self, settings: Settings, *, worker: bool = True, slack: bool = False) -> None:
         self.settings = settings
         self.worker = worker
+        self.slack = slack and settings.slack_enabled
         self.processes: list[ManagedProcess] = []
         self._old_handlers: dict[int, Any] = {}
 
@@ -255,6 +270,9 @@ class LocalStack:
             if self.worker:
                 n = s.worker_concurrency
                 self._start(f"ingest worker ({n})", lambda: start_worker(s, [INGEST_QUEUE], n, "ingest"))
+            if self.slack:
+                mode = "Socket Mode" if s.slack_socket_mode else f"HTTP on :{s.slack_port}"
+                self._start(f"Slack app ({mode})", lambda: start_slack(s))
         except BaseException:
             self.stop()
             raise

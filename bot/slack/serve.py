@@ -83,13 +83,13 @@ async def _serve(settings: Settings, assistant: Assistant) -> None:
     if settings.slack_socket_mode:
         handler = AsyncSocketModeHandler(bot.app, settings.slack_app_token)
         await handler.connect_async()  # type: ignore[no-untyped-call]
-        log.warning("Slack: connected in Socket Mode")
+        log.info("Slack: connected in Socket Mode")
         await stop.wait()
         await handler.close_async()  # type: ignore[no-untyped-call]
         await bot.close()
         return
     runner = await start_http(bot, settings.slack_host, settings.slack_port)
-    log.warning("Slack: HTTP mode on %s:%s%s", settings.slack_host, settings.slack_port, EVENTS_PATH)
+    log.info("Slack: HTTP mode on %s:%s%s", settings.slack_host, settings.slack_port, EVENTS_PATH)
     try:
         await stop.wait()
     finally:
