@@ -14,6 +14,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+import yaml
 from fpdf import FPDF
 
 from agent.chat import ChatCore, make_chat_core
@@ -275,3 +276,46 @@ def test_thread_follow_ups_need_no_mention_and_bots_edits_and_strangers_are_igno
         assert len([m for m in slack.said("chat.postMessage") if m.get("blocks")]) == 2
 
     _run(assistant, scenario)
+
+
+def test_the_manifest_asks_for_what_the_app_listens_to():
+    manifest = yaml.safe_load((Path(__file__).parents[1] / "bot" / "slack" / "manifest.yaml").read_text())
+    assert {c["command"] for c in manifest["features"]["slash_commands"]} == {"/ask", "/expert"}
+    events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
+    assert events == {"app_mention", "file_shared", "message.channels", "message.groups", "message.im", "message.mpim"}
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert {"chat:write", "files:read", "reactions:write", "commands", "channels:read", "groups:read"} <= scopes
+    assert manifest["settings"]["socket_mode_enabled"] and manifest["settings"]["interactivity"]["is_enabled"]
+
+
+def test_socket_mode_receives_envelopes_acks_them_and_answers(assistant):
+    from bot.slack.app import SlackBot
+    from bot.slack.serve import connect_socket_mode
+
+    team = f"T{uuid4().hex[:8].upper()}"
+
+    async def main() -> None:
+        slack = LocalSlack()
+        await slack.start()
+        update = {"slack_bot_token": slack.token, "slack_app_token": slack.app_token, "slack_api_url": slack.base_url}
+        bot = SlackBot(assistant.settings.model_copy(update=update), assistant)
+        handler = await connect_socket_mode(bot, slack.app_token)
+        try:
+            await slack.wait_for(lambda: bool(slack.said("socket_connected")))
+            ts = _ts()
+            envelope = await slack.send_envelope(_mention(team, "D0SOCK", "Hello! Who are you?", ts))
+            await slack.wait_for(lambda: any(a.get("envelope_id") == envelope for a in slack.said("socket_ack")))
+            await slack.wait_for(lambda: bool(_answers(slack, ts)))
+            command = _fixture("slash_command.json")
+            command.update(team_id=team, channel_id="D0SOCK", command="/expert", text="help",
+                           response_url=slack.response_url("sock"))  # fmt: skip
+            envelope = await slack.send_envelope(command, "slash_commands")
+            await slack.wait_for(lambda: any(a.get("envelope_id") == envelope for a in slack.said("socket_ack")))
+            await slack.wait_for(lambda: bool(slack.said("response_url")))
+            assert "teach <term> :: <definition>" in slack.said("response_url")[0]["text"]
+        finally:
+            await handler.close_async()  # type: ignore[no-untyped-call]
+            await bot.close()
+            await slack.stop()
+
+    asyncio.run(main())

@@ -1,7 +1,7 @@
 """The Slack surface: a bolt `AsyncApp` whose listeners translate Slack payloads to the `Assistant` and back.
 
 Slack's contract is kept here: every request is acknowledged at once (events are acknowledged by bolt before
-their listener runs; commands and buttons ack first and do the work in lazy listeners), deliveries are
+their listener runs; commands and buttons ack first and work after), deliveries are
 deduplicated by event id in Redis (so Slack's retries and a second bot process see the same record), Web API
 calls back off on HTTP 429, and every failure reaches the user as one short line and the log in full.
 
@@ -92,9 +92,9 @@ class SlackBot:
         app.event("app_mention")(self.on_mention)
         app.event("message")(self.on_message)
         app.event("file_shared")(self.on_file_shared)
-        app.command("/ask")(ack=self.ack_ask, lazy=[self.run_ask])
-        app.command("/expert")(ack=self.ack_command, lazy=[self.run_expert])
-        app.action(re.compile(f"^({VOTE_UP}|{VOTE_DOWN})$"))(ack=self.ack_command, lazy=[self.run_vote])
+        app.command("/ask")(self.on_ask)
+        app.command("/expert")(self.on_expert)
+        app.action(re.compile(f"^({VOTE_UP}|{VOTE_DOWN})$"))(self.on_vote)
         app.error(self.on_error)
 
     async def close(self) -> None:
@@ -222,23 +222,20 @@ class SlackBot:
             log.warning("no permalink for %s/%s", channel, ts, exc_info=True)
             return None
 
-    # --- slash commands and buttons (ack now, work in a lazy listener) --------------------------------------
+    # --- slash commands and buttons: ack at once, then work ----------------------------------------------------
+    # bolt returns the acknowledgement as soon as ack() is called and runs the rest of the listener after it.
+    # (Not lazy listeners: those deep-copy the request context, which holds the shared HTTP session.)
 
-    async def ack_ask(self, ack: AsyncAck, body: dict[str, Any]) -> None:
-        if not str(body.get("text") or "").strip():
-            await ack("Ask a question after the command, e.g. `/ask How many vacation days do I get?`")
-        else:
-            await ack()
-
-    async def ack_command(self, ack: AsyncAck) -> None:
-        await ack()
-
-    async def run_ask(self, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def on_ask(self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         question = str(body.get("text") or "").strip()
-        if question:
-            await self._ask(body, respond, question)
+        if not question:
+            await ack("Ask a question after the command, e.g. `/ask How many vacation days do I get?`")
+            return
+        await ack()
+        await self._ask(body, respond, question)
 
-    async def run_expert(self, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def on_expert(self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
         text = str(body.get("text") or "").strip()
         name, _, rest = text.partition(" ")
         if name.lower() == "ask":
@@ -265,7 +262,8 @@ class SlackBot:
             log.exception("/ask failed: %s", question)
             await respond(text=_sorry(exc, "answer that"), response_type="ephemeral")
 
-    async def run_vote(self, body: dict[str, Any]) -> None:
+    async def on_vote(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
         action = (body.get("actions") or [{}])[0]
         user = str((body.get("user") or {}).get("id") or "")
         channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")

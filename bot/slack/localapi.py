@@ -41,6 +41,8 @@ class LocalSlack:
     """The fake workspace: its token, bot user, files, channels, and every call received."""
 
     token: str = "xoxb-local-test-token"
+    app_token: str = "xapp-local-test-token"
+    """Socket Mode: `apps.connections.open` with it returns this server's websocket URL."""
     team: str = "T0LOCAL"
     bot_user: str = "U0BOT"
     files: dict[str, tuple[dict[str, Any], bytes, str]] = field(default_factory=dict)
@@ -52,6 +54,7 @@ class LocalSlack:
     _ts: int = 0
     _runner: web.AppRunner | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _sockets: list[web.WebSocketResponse] = field(default_factory=list)
 
     # --- fixtures -------------------------------------------------------------------------------------------
 
@@ -105,6 +108,7 @@ class LocalSlack:
         app.router.add_get("/api/{method}", self._api)
         app.router.add_get("/files-pri/{key}/download/{name}", self._download)
         app.router.add_post("/commands/{rest:.*}", self._response_url)
+        app.router.add_get("/link", self._socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -133,6 +137,13 @@ class LocalSlack:
                 args.update(await request.json())
             else:
                 args.update(dict(await request.post()))
+        if method == "apps.connections.open":  # Socket Mode: authorised by the app-level token
+            if request.headers.get("Authorization") != f"Bearer {self.app_token}":
+                return web.json_response({"ok": False, "error": "invalid_auth"})
+            self._record(method, args)
+            return web.json_response(
+                {"ok": True, "url": self.base_url.replace("http", "ws", 1)[: -len("api/")] + "link"}
+            )
         if self.throttle[method] > 0:
             self.throttle[method] -= 1
             self._record(f"429:{method}", args)
@@ -173,6 +184,33 @@ class LocalSlack:
         if serve == "login" or not authorised:  # what Slack does: a sign-in page, status 200
             return web.Response(body=LOGIN_PAGE, content_type="text/html")
         return web.Response(body=data, content_type=str(info["mimetype"]))
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        """A Socket Mode connection: `hello`, then envelopes from `send_envelope`; the app's acks are recorded."""
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        await ws.send_json({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A0LOCAL"}})
+        self._record("socket_connected", {})
+        async for message in ws:
+            if message.type == web.WSMsgType.TEXT:
+                self._record("socket_ack", json.loads(message.data))
+        self._sockets.remove(ws)
+        return ws
+
+    async def send_envelope(self, payload: dict[str, Any], kind: str = "events_api") -> str:
+        """Send one Socket Mode envelope to the connected app; returns its id (the app must ack it)."""
+        envelope_id = f"env-{len(self.calls)}-{time.monotonic_ns()}"
+        envelope = {
+            "envelope_id": envelope_id,
+            "payload": payload,
+            "type": kind,
+            "accepts_response_payload": kind != "events_api",
+            "retry_attempt": 0,
+            "retry_reason": "",
+        }
+        await self._sockets[-1].send_json(envelope)
+        return envelope_id
 
     async def _response_url(self, request: web.Request) -> web.Response:
         self._record("response_url", json.loads(await request.text() or "{}"))

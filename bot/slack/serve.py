@@ -50,6 +50,13 @@ async def start_http(bot: SlackBot, host: str, port: int) -> web.AppRunner:
     return runner
 
 
+async def connect_socket_mode(bot: SlackBot, app_token: str) -> AsyncSocketModeHandler:
+    """Open the Socket Mode websocket (`apps.connections.open` with the app-level token, then connect)."""
+    handler = AsyncSocketModeHandler(bot.app, app_token)
+    await handler.connect_async()  # type: ignore[no-untyped-call]
+    return handler
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM: warm the chat core first, so that the first question is not the slow one."""
     if settings.slack_socket_mode:
@@ -81,8 +88,7 @@ async def _serve(settings: Settings, assistant: Assistant) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if settings.slack_socket_mode:
-        handler = AsyncSocketModeHandler(bot.app, settings.slack_app_token)
-        await handler.connect_async()  # type: ignore[no-untyped-call]
+        handler = await connect_socket_mode(bot, str(settings.slack_app_token))
         log.info("Slack: connected in Socket Mode")
         await stop.wait()
         await handler.close_async()  # type: ignore[no-untyped-call]
