@@ -73,10 +73,9 @@ class SlackBot:
         self.assistant = assistant
         self._session: aiohttp.ClientSession | None = None
         self.client = client or make_client(settings.slack_bot_token, settings.slack_api_url, self.session)
-        # Background work (dedup, reactions, answers) is admitted a few events at a time, so that a burst of
+        # Questions are admitted a few at a time (the rest wait without doing anything), so that a burst of
         # events leaves the event loop free to acknowledge the next requests at once.
         self._admitted = asyncio.Semaphore(2 * settings.answer_concurrency)
-        self._dedup_slots = asyncio.Semaphore(4)
         verify = bool(settings.slack_signing_secret)
         self.app = AsyncApp(
             client=self.client,
@@ -111,13 +110,12 @@ class SlackBot:
     # --- events ---------------------------------------------------------------------------------------------
 
     async def on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        if not await self._first_delivery(body):
-            return
         team = _team(body)
         if event.get("files"):
-            await self._share_files(team, event)
+            if await self._first_delivery(body):
+                await self._share_files(team, event)
             return
-        await self._answer_event(team, event, question_text(str(event.get("text") or "")))
+        await self._answer_event(body, team, event, question_text(str(event.get("text") or "")))
 
     async def on_message(self, body: dict[str, Any], event: dict[str, Any], context: dict[str, Any]) -> None:
         if event.get("bot_id") or event.get("subtype") not in HANDLED_SUBTYPES:
@@ -133,12 +131,11 @@ class SlackBot:
             direct or event.get("files") or (thread_ts and await self._in_thread(team, event["channel"], thread_ts))
         ):
             return  # a channel message not meant for us
-        if not await self._first_delivery(body):
-            return
         if event.get("files"):
-            await self._share_files(team, event)
+            if await self._first_delivery(body):
+                await self._share_files(team, event)
         elif question_text(text):
-            await self._answer_event(team, event, question_text(text))
+            await self._answer_event(body, team, event, question_text(text))
 
     async def on_file_shared(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         if not await self._first_delivery(body):
@@ -148,9 +145,11 @@ class SlackBot:
             user = str(event.get("user_id") or "")
             await self._share(_team(body), channel, None, None, user, str(file_id))
 
-    async def _answer_event(self, team: str, event: dict[str, Any], text: str) -> None:
+    async def _answer_event(self, body: dict[str, Any], team: str, event: dict[str, Any], text: str) -> None:
+        """Deliveries wait here, doing nothing, until admitted; the duplicate check is the first thing done then."""
         async with self._admitted:
-            await self._answer_now(team, event, text)
+            if await self._first_delivery(body):
+                await self._answer_now(team, event, text)
 
     async def _answer_now(self, team: str, event: dict[str, Any], text: str) -> None:
         channel, ts = event["channel"], event["ts"]
@@ -291,8 +290,7 @@ class SlackBot:
         event_id = body.get("event_id")
         if not event_id:
             return True
-        async with self._dedup_slots:
-            first = await asyncio.to_thread(self.assistant.first_delivery, "slack", f"{_team(body)}:{event_id}")
+        first = await asyncio.to_thread(self.assistant.first_delivery, "slack", f"{_team(body)}:{event_id}")
         if not first:
             log.info("dropping a redelivery of %s", event_id)
         return first
