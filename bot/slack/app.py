@@ -73,9 +73,11 @@ class SlackBot:
         self.assistant = assistant
         self._session: aiohttp.ClientSession | None = None
         self.client = client or make_client(settings.slack_bot_token, settings.slack_api_url, self.session)
-        # Questions are admitted a few at a time (the rest wait without doing anything), so that a burst of
-        # events leaves the event loop free to acknowledge the next requests at once.
-        self._admitted = asyncio.Semaphore(2 * settings.answer_concurrency)
+        # Questions wait in a queue as a few small dicts (not as listeners holding bolt's request and context:
+        # 2,000 of those made the garbage collector pause the event loop) and a few workers take them in turn,
+        # so that a burst of events leaves the event loop free to acknowledge the next requests at once.
+        self._questions: asyncio.Queue[tuple[dict[str, Any], str, dict[str, Any], str]] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
         verify = bool(settings.slack_signing_secret)
         self.app = AsyncApp(
             client=self.client,
@@ -97,6 +99,10 @@ class SlackBot:
         app.error(self.on_error)
 
     async def close(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -146,10 +152,23 @@ class SlackBot:
             await self._share(_team(body), channel, None, None, user, str(file_id))
 
     async def _answer_event(self, body: dict[str, Any], team: str, event: dict[str, Any], text: str) -> None:
-        """Deliveries wait here, doing nothing, until admitted; the duplicate check is the first thing done then."""
-        async with self._admitted:
-            if await self._first_delivery(body):
-                await self._answer_now(team, event, text)
+        """Queue the question; the duplicate check is the first thing a worker does with it."""
+        if not self._workers:
+            n = 2 * self.settings.answer_concurrency
+            self._workers = [asyncio.create_task(self._answer_worker()) for _ in range(n)]
+        delivery = {"event_id": body.get("event_id"), "team_id": team}
+        self._questions.put_nowait((delivery, team, event, text))
+
+    async def _answer_worker(self) -> None:
+        while True:
+            delivery, team, event, text = await self._questions.get()
+            try:
+                if await self._first_delivery(delivery):
+                    await self._answer_now(team, event, text)
+            except Exception as exc:  # e.g. Redis unreachable for the duplicate check
+                await self._report(exc, "answer that", event["channel"], event.get("thread_ts") or event["ts"])
+            finally:
+                self._questions.task_done()
 
     async def _answer_now(self, team: str, event: dict[str, Any], text: str) -> None:
         channel, ts = event["channel"], event["ts"]

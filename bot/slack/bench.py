@@ -54,6 +54,22 @@ QUESTIONS = [
 ]
 
 
+# The floor: the same load against an aiohttp endpoint that only answers 200, in its own process.
+_BARE_SERVER = """
+import sys
+from aiohttp import web
+
+async def ok(request):
+    await request.read()
+    return web.Response()
+
+app = web.Application()
+app.router.add_post("/slack/events", ok)
+app.router.add_get("/healthz", ok)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -119,6 +135,7 @@ async def _drive(settings: Settings, concurrency: int, requests: int, drain_s: f
         "REDIS_URL": settings.effective_redis_url,
         "MILVUS_URI": settings.effective_milvus_uri,
     }
+    floor = await _bare_floor(slack, settings, concurrency, requests)
     bot = ManagedProcess("slack-bench", [sys.executable, "-m", "bot.cli", "slack"], settings.data_dir, env=env)
     url = f"http://127.0.0.1:{port}/slack/events"
     try:
@@ -162,8 +179,29 @@ async def _drive(settings: Settings, concurrency: int, requests: int, drain_s: f
         "answer_window_s": round(span, 1),
         "answers_per_s": round(len(answered) / span, 2) if answered else 0.0,
         "answer_concurrency": settings.answer_concurrency,
+        "answer_processes": settings.slack_answer_processes,
+        "floor_bare_aiohttp_p50_ms": floor[0],
+        "floor_bare_aiohttp_p99_ms": floor[1],
         "cpus": os.cpu_count(),
     }
+
+
+async def _bare_floor(slack: LocalSlack, settings: Settings, concurrency: int, requests: int) -> tuple[float, float]:
+    """p50/p99 of the same load against a server that does nothing: what this machine allows right now."""
+    from bot.stack import ManagedProcess, free_port
+
+    port = free_port()
+    proc = ManagedProcess("bare-http", [sys.executable, "-c", _BARE_SERVER, str(port)], settings.data_dir)
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            await _wait_healthy(session, f"http://127.0.0.1:{port}/healthz", proc)
+            lb = Loopback(slack, None, f"http://127.0.0.1:{port}/slack/events", session)
+            _log(f"floor: the same {requests} requests against a bare aiohttp endpoint ...")
+            await _load(lb, concurrency, concurrency, first=10**7)
+            latencies, _ = await _load(lb, concurrency, requests, first=2 * 10**7)
+    finally:
+        proc.stop()
+    return round(_percentile(latencies, 50), 1), round(_percentile(latencies, 99), 1)
 
 
 async def _wait_healthy(session: aiohttp.ClientSession, url: str, proc: Any, timeout: float = 180) -> None:
