@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -116,6 +117,9 @@ def slack() -> None:
         raise _fail(str(exc), 2) from None
     except SlackApiError as exc:
         raise _fail(f"Slack refused the connection ({exc.response.get('error')}): check the tokens in .env") from None
+    # Answer threads still waiting on Milvus or Redis must not keep a stopped app alive: what matters is stored.
+    logging.shutdown()
+    os._exit(0)
 
 
 @app.command()

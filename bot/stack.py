@@ -234,6 +234,13 @@ def start_slack(settings: Settings) -> ManagedProcess:
         "MILVUS_URI": settings.effective_milvus_uri,
         "EXPERTBOT_DATA_DIR": str(settings.data_dir.resolve()),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+        "SLACK_BOT_TOKEN": settings.slack_bot_token or "",
+        "SLACK_APP_TOKEN": settings.slack_app_token or "",
+        "SLACK_SIGNING_SECRET": settings.slack_signing_secret or "",
+        "EXPERTBOT_SLACK_MODE": settings.slack_mode,
+        "EXPERTBOT_SLACK_HOST": settings.slack_host,
+        "EXPERTBOT_SLACK_PORT": str(settings.slack_port),
+        "EXPERTBOT_SLACK_API_URL": settings.slack_api_url,
     }
     proc = ManagedProcess("slack", [sys.executable, "-m", "bot.cli", "slack"], settings.data_dir, env=env)
     _await(lambda: "Slack: " in proc.log_tail(50), 300, "the Slack app", proc)  # its "connected" / "listening" line

@@ -20,6 +20,7 @@ from bot.slack.app import SlackBot
 
 log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
+SHUTDOWN_S = 5.0
 
 
 def web_app(bot: SlackBot) -> web.Application:
@@ -44,7 +45,8 @@ def web_app(bot: SlackBot) -> web.Application:
 
 async def start_http(bot: SlackBot, host: str, port: int) -> web.AppRunner:
     """Listen on host:port; the caller cleans the returned runner up. Port 0 picks a free one."""
-    runner = web.AppRunner(web_app(bot), access_log=None)
+    # On shutdown, requests in flight get a few seconds (an ack takes milliseconds), not aiohttp's default 60 s.
+    runner = web.AppRunner(web_app(bot), access_log=None, shutdown_timeout=SHUTDOWN_S)
     await runner.setup()
     await web.TCPSite(runner, host, port, backlog=1024).start()
     return runner
@@ -77,8 +79,8 @@ async def serve(settings: Settings) -> None:
     try:
         await _serve(settings, assistant)
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        if pool is not None:  # queued answers are dropped; the one being computed finishes on its own
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 async def _serve(settings: Settings, assistant: Assistant) -> None:
