@@ -93,6 +93,19 @@ class Settings(BaseSettings):
     train_at: str = Field("02:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Nightly retraining, HH:MM UTC.")
     train_lock_ttl_s: int = Field(120, ge=3, description="A dead trainer's lock frees itself after this long.")
     train_max_doc_passages: int = Field(2000, ge=0, description="Tenant-wide passages per training run at most.")
+    # --- Slack (bot/slack) ---------------------------------------------------------------------------------------
+    slack_bot_token: str | None = Field(None, validation_alias=_env("SLACK_BOT_TOKEN"), description="xoxb-...")
+    slack_app_token: str | None = Field(
+        None, validation_alias=_env("SLACK_APP_TOKEN"), description="xapp-...: Socket Mode when set."
+    )
+    slack_signing_secret: str | None = Field(None, validation_alias=_env("SLACK_SIGNING_SECRET"))
+    slack_mode: Literal["auto", "socket", "http"] = Field("auto", description="auto: socket with an app token.")
+    slack_host: str = Field("0.0.0.0", description="HTTP mode: address the /slack/events server listens on.")
+    slack_port: int = Field(3000, ge=1, le=65535, description="HTTP mode: port of /slack/events.")
+    slack_api_url: str = Field("https://slack.com/api/", description="Web API base URL (GovSlack, tests).")
+    slack_answer_processes: int = Field(
+        1, ge=0, le=64, description="Child processes computing answers; 0 computes them in the Slack process."
+    )
 
     # --- workers ---------------------------------------------------------------------------------------------
     worker_concurrency: int = Field(1, ge=1)
@@ -131,6 +144,15 @@ class Settings(BaseSettings):
     def teams_auth_enabled(self) -> bool:
         """With an app id set, every Teams request must carry a valid Bot Framework token."""
         return bool(self.teams_app_id)
+
+    @property
+    def slack_enabled(self) -> bool:
+        """Slack runs when a bot token and a way to receive events (app token or signing secret) are set."""
+        return bool(self.slack_bot_token and (self.slack_app_token or self.slack_signing_secret))
+
+    @property
+    def slack_socket_mode(self) -> bool:
+        return self.slack_mode == "socket" or (self.slack_mode == "auto" and bool(self.slack_app_token))
 
     @property
     def max_upload_bytes(self) -> int:

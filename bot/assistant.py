@@ -11,6 +11,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import redis
@@ -79,9 +80,13 @@ class ShareProgress:
 class Assistant:
     """One per bot process. Thread-safe; the heavy work runs in worker threads, never on the event loop."""
 
-    def __init__(self, settings: Settings, *, core: ChatCore | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, core: ChatCore | None = None, answer_pool: Executor | None = None
+    ) -> None:
         self.settings = settings
         self._core = core
+        self.answer_pool = answer_pool
+        """Child processes that compute answers (`bot.answer_pool`); None computes them in threads here."""
         self._core_lock = threading.Lock()
         self._slots = asyncio.Semaphore(settings.answer_concurrency)
         self.redis: redis.Redis[bytes] = redis.Redis.from_url(settings.effective_redis_url)
@@ -102,12 +107,21 @@ class Assistant:
         """Load the models and connect before the first question, so that it is not the slow one."""
         core = await asyncio.to_thread(lambda: self.core)
         await asyncio.to_thread(core.knowledge.search, Audience("warm-up", "warm-up"), "warm-up")
+        # One whole answer loads what the first one would (language identifier, router): under a burst of
+        # questions, every answer thread would otherwise load them at once. Pooled children warm themselves.
+        if self.answer_pool is None:
+            await asyncio.to_thread(core.answer, ChatRequest("What is the warm-up?", Audience("warm-up", "warm-up")))
 
     async def answer(self, conv: Conversation, text: str, forced_route: Route | None = None) -> Answer:
         request = ChatRequest(text=text, audience=conv.audience, user=conv.user, thread=conv.thread)
         request.forced_route = forced_route
         async with self._slots:
-            reply = await asyncio.to_thread(self.core.answer, request)
+            if self.answer_pool is None:
+                reply = await asyncio.to_thread(self.core.answer, request)
+            else:
+                from bot.answer_pool import pooled_answer
+
+                reply = await asyncio.get_running_loop().run_in_executor(self.answer_pool, pooled_answer, request)
         answer_id = await asyncio.to_thread(self.learning.remember_answer, conv.audience, text, reply.text, reply.route)
         sources = [(h.scope, h.doc_id) for h in reply.sources]
         links = await asyncio.to_thread(self._links, conv.audience.tenant, sources)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -84,7 +85,7 @@ def up(
 
     settings = _settings()
     try:
-        with LocalStack(settings, teams=teams, training=True) as stack:
+        with LocalStack(settings, teams=teams, training=True, slack=True) as stack:
             if chat:
                 from bot.console import run_console
 
@@ -105,6 +106,27 @@ def chat(tenant: TenantOpt = None, scope: ScopeOpt = None) -> None:
 
     settings = _settings()
     run_console(settings, _audience(settings, tenant, scope))
+
+
+@app.command()
+def slack() -> None:
+    """Run the Slack app: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode on /slack/events."""
+    import asyncio
+
+    from slack_sdk.errors import SlackApiError
+
+    from bot.slack.serve import serve
+
+    logging.getLogger("bot").setLevel(logging.INFO)
+    try:
+        asyncio.run(serve(_settings()))
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    except SlackApiError as exc:
+        raise _fail(f"Slack refused the connection ({exc.response.get('error')}): check the tokens in .env") from None
+    # Answer threads still waiting on Milvus or Redis must not keep a stopped app alive: what matters is stored.
+    logging.shutdown()
+    os._exit(0)
 
 
 @app.command()
@@ -423,6 +445,20 @@ def bench_reliability(
         out.print(table)
     if any(row["ok"] is False for row in rows):
         raise typer.Exit(1)
+
+
+@bench_app.command("slack")
+def bench_slack(
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 50,
+    requests: Annotated[int, typer.Option("--requests", min=1)] = 2000,
+    drain: Annotated[float, typer.Option("--drain-s", min=0, help="Wait this long for answers after the acks.")] = 120,
+    as_json: JsonOpt = False,
+) -> None:
+    """Slack HTTP mode on loopback: acknowledgement latency (p50/p99) under load and answers per second."""
+    from bot.slack.bench import bench_slack as run
+
+    report = run(_settings(), concurrency, requests, drain)
+    _print_json(report) if as_json else out.print(report)
 
 
 def main() -> None:

@@ -264,14 +264,40 @@ def start_beat(settings: Settings) -> ManagedProcess:
     return proc
 
 
+def start_slack(settings: Settings) -> ManagedProcess:
+    """`expertbot slack` as a child; ready once it has loaded the models and connected (or listens)."""
+    env = child_env(
+        settings,
+        SLACK_BOT_TOKEN=settings.slack_bot_token or "",
+        SLACK_APP_TOKEN=settings.slack_app_token or "",
+        SLACK_SIGNING_SECRET=settings.slack_signing_secret or "",
+        EXPERTBOT_SLACK_MODE=settings.slack_mode,
+        EXPERTBOT_SLACK_HOST=settings.slack_host,
+        EXPERTBOT_SLACK_PORT=str(settings.slack_port),
+        EXPERTBOT_SLACK_API_URL=settings.slack_api_url,
+    )
+    proc = ManagedProcess("slack", [sys.executable, "-m", "bot.cli", "slack"], settings.data_dir, env=env)
+    _await(lambda: "Slack: " in proc.log_tail(50), 300, "the Slack app", proc)  # its "connected" / "listening" line
+    return proc
+
+
 class LocalStack:
     """Whatever services the settings leave embedded, plus the ingest worker; started and stopped together."""
 
-    def __init__(self, settings: Settings, *, worker: bool = True, teams: bool = False, training: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        worker: bool = True,
+        teams: bool = False,
+        training: bool = False,
+        slack: bool = False,
+    ) -> None:
         self.settings = settings
         self.worker = worker
         self.teams = teams
         self.training = training  # a train worker (concurrency 1) and Celery beat, for the nightly retraining
+        self.slack = slack and settings.slack_enabled
         self.processes: list[ManagedProcess] = []
         self._old_handlers: dict[int, Any] = {}
 
@@ -302,6 +328,9 @@ class LocalStack:
             if self.training:
                 self._start("train worker (1)", lambda: start_worker(s, [TRAIN_QUEUE], 1, "train"))
                 self._start("Celery beat", lambda: start_beat(s))
+            if self.slack:
+                mode = "Socket Mode" if s.slack_socket_mode else f"HTTP on :{s.slack_port}"
+                self._start(f"Slack app ({mode})", lambda: start_slack(s))
         except BaseException:
             self.stop()
             raise

@@ -361,8 +361,7 @@ def test_a_training_killed_midway_keeps_the_current_adapter_and_resumes(train_se
     from bot.stack import start_worker
 
     registry = AdapterRegistry(train_settings.adapter_registry)
-    serving, versions = registry.pointer(), [v.name for v in registry.versions()]
-    assert serving, "runs after the promotion test"
+    assert registry.pointer(), "runs after the promotion test"
     tenant = _tenant("killed")
     _teach(_redis(train_settings), tenant, list(reversed(GLOSSARY)))
     job = submit_training(tenant, force=True)
@@ -377,7 +376,9 @@ def test_a_training_killed_midway_keeps_the_current_adapter_and_resumes(train_se
 
     chat = Phi3Chat(model_id=train_settings.phi3_model, registry_root=registry.root, max_new_tokens=4)
     chat.invoke([("user", "hi")])
-    assert chat.active_adapter == serving and [v.name for v in registry.versions()] == versions
+    # Other tests' tenants may have a nightly run finishing meanwhile: only this tenant's versions matter here.
+    assert not [v.name for v in registry.versions() if v.manifest.get("tenant") == tenant]
+    assert chat.active_adapter == registry.pointer()  # the current adapter keeps serving
 
     train_worker["proc"] = start_worker(train_settings, [TRAIN_QUEUE], 1, f"train-{uuid4().hex[:6]}")
     final = wait_for_job(job, timeout_s=180)
