@@ -73,11 +73,26 @@ class Settings(BaseSettings):
     )
     dedup_window_s: int = Field(900, ge=600, description="A redelivered event within this window is ignored.")
     answer_concurrency: int = Field(4, ge=1, description="Questions answered at once per bot process.")
+    answer_processes: int = Field(
+        1, ge=0, le=64, description="Child processes computing a bot's answers; 0 computes them in the bot process."
+    )
 
     # --- Teams (bot/teams) ------------------------------------------------------------------------------------
-    teams_app_id: str = Field("", description="Microsoft App ID of the bot; empty: no authentication (Emulator).")
-    teams_app_password: str = Field("", description="Client secret of that app registration.")
-    teams_app_tenant_id: str = Field("", description="Entra tenant of a SingleTenant or UserAssignedMSI app.")
+    teams_app_id: str = Field(
+        "",
+        validation_alias=AliasChoices("EXPERTBOT_TEAMS_APP_ID", "MICROSOFT_APP_ID"),
+        description="Microsoft App ID of the bot; empty: no authentication (Emulator).",
+    )
+    teams_app_password: str = Field(
+        "",
+        validation_alias=AliasChoices("EXPERTBOT_TEAMS_APP_PASSWORD", "MICROSOFT_APP_PASSWORD"),
+        description="Client secret of that app registration.",
+    )
+    teams_app_tenant_id: str = Field(
+        "",
+        validation_alias=AliasChoices("EXPERTBOT_TEAMS_APP_TENANT_ID", "MICROSOFT_APP_TENANT_ID"),
+        description="Entra tenant of a SingleTenant or UserAssignedMSI app.",
+    )
     teams_app_type: TeamsAppType = "MultiTenant"
     teams_host: str = Field("127.0.0.1", description="Interface the Teams endpoint listens on.")
     teams_port: int = Field(3978, ge=1, le=65535, description="Port of POST /api/messages (Emulator default).")
@@ -103,9 +118,6 @@ class Settings(BaseSettings):
     slack_host: str = Field("0.0.0.0", description="HTTP mode: address the /slack/events server listens on.")
     slack_port: int = Field(3000, ge=1, le=65535, description="HTTP mode: port of /slack/events.")
     slack_api_url: str = Field("https://slack.com/api/", description="Web API base URL (GovSlack, tests).")
-    slack_answer_processes: int = Field(
-        1, ge=0, le=64, description="Child processes computing answers; 0 computes them in the Slack process."
-    )
 
     # --- workers ---------------------------------------------------------------------------------------------
     worker_concurrency: int = Field(1, ge=1)

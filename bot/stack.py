@@ -246,12 +246,12 @@ def start_teams(settings: Settings, port: int | None = None) -> ManagedProcess:
 
     def ready() -> bool:
         try:
-            with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1) as resp:
+            with urllib.request.urlopen(f"http://{host}:{port}/livez", timeout=1) as resp:
                 return bool(resp.status == 200)
         except OSError:
             return False
 
-    _await(ready, 60, f"Teams endpoint on {host}:{port}", proc)
+    _await(ready, 300, f"Teams endpoint on {host}:{port}", proc)  # after its answer processes load the models
     return proc
 
 

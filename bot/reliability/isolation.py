@@ -106,7 +106,9 @@ def audience_isolation(
         and chat_leaks == 0
         and training["training_leaks"] == 0
         and training["training_items_kept"] == training["training_items_expected"]
-        and own_found == own_total,
+        # Isolation is the verdict; this only shows the searches worked (0 leaks from empty results proves nothing).
+        # Ranking is a quality figure: `expertbot eval retrieval` measures it.
+        and own_found >= 0.9 * own_total > 0,
         "documents": len(docs),
         "tenants": tenants,
         "scopes": len(places),

@@ -140,7 +140,7 @@ async def _drive(settings: Settings, concurrency: int, requests: int, drain_s: f
     url = f"http://127.0.0.1:{port}/slack/events"
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            await _wait_healthy(session, f"http://127.0.0.1:{port}/healthz", bot)
+            await _wait_healthy(session, f"http://127.0.0.1:{port}/livez", bot)
             lb = Loopback(slack, None, url, session)
             _log(f"warming up: one event per connection ({concurrency}), not timed ...")
             started = time.monotonic()
@@ -179,7 +179,7 @@ async def _drive(settings: Settings, concurrency: int, requests: int, drain_s: f
         "answer_window_s": round(span, 1),
         "answers_per_s": round(len(answered) / span, 2) if answered else 0.0,
         "answer_concurrency": settings.answer_concurrency,
-        "answer_processes": settings.slack_answer_processes,
+        "answer_processes": settings.answer_processes,
         "floor_bare_aiohttp_p50_ms": floor[0],
         "floor_bare_aiohttp_p99_ms": floor[1],
         "cpus": os.cpu_count(),

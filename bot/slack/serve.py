@@ -16,6 +16,7 @@ from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from agent.settings import Settings
 from bot.answer_pool import answer_pool
 from bot.assistant import Assistant
+from bot.health import add_health_routes
 from bot.slack.app import SlackBot
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,8 @@ SHUTDOWN_S = 5.0
 
 
 def web_app(bot: SlackBot) -> web.Application:
-    """`POST /slack/events` for events, commands and interactivity alike; `GET /healthz` for load balancers."""
+    """`POST /slack/events` for events, commands and interactivity alike; `GET /livez` (the process answers) and
+    `GET /healthz` (ready: Redis, Milvus, workers, adapter) for load balancers and orchestrators."""
 
     async def events(request: web.Request) -> web.Response:
         response = await bot.app.async_dispatch(await to_bolt_request(request))
@@ -38,7 +40,8 @@ def web_app(bot: SlackBot) -> web.Application:
 
     app = web.Application()
     app.router.add_post(EVENTS_PATH, events)
-    app.router.add_get("/healthz", health)
+    app.router.add_get("/livez", health)
+    add_health_routes(app, bot.assistant.settings)
     app.on_cleanup.append(close)
     return app
 
@@ -68,7 +71,7 @@ async def serve(settings: Settings) -> None:
     # The event loop acknowledges Slack's requests while answer threads compute: let it have the GIL back
     # within 1 ms instead of the default 5 ms.
     sys.setswitchinterval(0.001)
-    processes = settings.slack_answer_processes
+    processes = settings.answer_processes
     pool = await asyncio.to_thread(answer_pool, settings, processes) if processes else None
     assistant = Assistant(settings, answer_pool=pool)
     await assistant.warm_up()

@@ -23,7 +23,9 @@ from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFramewo
 from botframework.connector.auth import AuthenticationConstants
 
 from agent.settings import Settings
+from bot.answer_pool import answer_pool
 from bot.assistant import Assistant
+from bot.health import add_health_routes
 from bot.teams.clients import ReusedClientsAuthentication
 from bot.teams.handler import TeamsBot, plain_message
 from bot.teams.proactive import Messenger
@@ -153,7 +155,8 @@ def create_app(settings: Settings, *, assistant: Assistant | None = None, warm_u
     app = web.Application()
     app[ENDPOINT] = endpoint
     app.router.add_post(MESSAGES_PATH, endpoint.messages)
-    app.router.add_get("/healthz", endpoint.health)
+    app.router.add_get("/livez", endpoint.health)  # the process answers (and how busy it is)
+    add_health_routes(app, settings)  # /healthz: ready (Redis, Milvus, workers, adapter)
 
     async def start(_: web.Application) -> None:
         if warm_up:
@@ -184,13 +187,19 @@ def serve(settings: Settings) -> None:
     """Run the endpoint until interrupted (`expertbot teams serve`)."""
     mode = "Bot Framework authentication on" if settings.teams_auth_enabled else "no authentication (Emulator)"
     print(f"Teams endpoint on http://{settings.teams_host}:{settings.teams_port}{MESSAGES_PATH} ({mode})", flush=True)
-    web.run_app(
-        create_app(settings, warm_up=True),
-        host=settings.teams_host,
-        port=settings.teams_port,
-        print=None,
-        handle_signals=True,
-    )
+    # Answers computed in child processes leave this one's interpreter to the acknowledgements (as in Slack).
+    pool = answer_pool(settings, settings.answer_processes) if settings.answer_processes else None
+    try:
+        web.run_app(
+            create_app(settings, assistant=Assistant(settings, answer_pool=pool), warm_up=True),
+            host=settings.teams_host,
+            port=settings.teams_port,
+            print=None,
+            handle_signals=True,
+        )
+    finally:
+        if pool is not None:  # queued answers are dropped; the one being computed finishes on its own
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 __all__ = ["ENDPOINT", "MESSAGES_PATH", "TeamsEndpoint", "create_app", "serve", "token_problem"]

@@ -110,7 +110,7 @@ async def _wait_idle(base_url: str, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
-            async with http.get(f"{base_url}/healthz") as resp:
+            async with http.get(f"{base_url}/livez") as resp:
                 if (await resp.json()).get("busy") == 0:
                     return
             await asyncio.sleep(0.5)
