@@ -12,14 +12,15 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from bot.stack import PROJECT_ROOT
 
 Profile = Literal["full", "quick", "test"]
-RESULT_MARK = "@@scenario "
 
 
 @dataclass(frozen=True)
@@ -144,27 +145,28 @@ def run_suite(
             "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
         }
         started = time.monotonic()
-        child = subprocess.Popen(
-            [sys.executable, "-m", "bot.reliability.runner", "--profile", profile, *runnable],
-            stdout=subprocess.PIPE,
-            stderr=None,  # the child's progress lines go straight to our stderr
-            text=True,
-            env=env,
-        )
-        try:
-            stdout, _ = child.communicate(timeout=timeout_s)
-        except BaseException:  # timeout or Ctrl-C: let the child stop its services, then give up on it
-            child.terminate()
+        # Results come back through a file of their own: the processes a scenario starts share the child's
+        # stdout and stderr, and their output must not be able to garble a result.
+        with tempfile.NamedTemporaryFile(prefix="expertbot-reliability-", suffix=".jsonl") as results:
+            args = ["--profile", profile, "--results", results.name, *runnable]
+            child = subprocess.Popen(
+                [sys.executable, "-m", "bot.reliability.runner", *args],
+                stdout=2,  # progress and the scenarios' own output: for people, on our stderr (fd 2)
+                env=env,
+            )
             try:
-                stdout, _ = child.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                stdout, _ = child.communicate()
-            if not isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
-                raise
-        for line in stdout.splitlines():
-            if line.startswith(RESULT_MARK):
-                row = json.loads(line[len(RESULT_MARK) :])
+                child.wait(timeout=timeout_s)
+            except BaseException:  # timeout or Ctrl-C: let the child stop its services, then give up on it
+                child.terminate()
+                try:
+                    child.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+                if not isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
+                    raise
+            for line in Path(results.name).read_text(encoding="utf-8").splitlines():
+                row = json.loads(line)
                 rows[row["name"]] = row
         for name in runnable:
             rows.setdefault(

@@ -1,7 +1,7 @@
 """The child process of the suite: `python -m bot.reliability.runner --profile quick NAME...`.
 
-It builds the harness first (before any settings are read), runs each scenario, and prints one result line per
-scenario on stdout; progress goes to stderr. A scenario that raises is a failed row, not a crashed suite.
+It builds the harness first (before any settings are read), runs each scenario, and appends one result line per
+scenario to the `--results` file; progress goes to stderr. A scenario that raises is a failed row, not a crashed suite.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import traceback
 from typing import Any
 
 from bot.reliability.harness import Harness
-from bot.reliability.registry import RESULT_MARK, Scenario, scenario
+from bot.reliability.registry import Scenario, scenario
 
 
 def run_one(h: Harness, s: Scenario, profile: str) -> dict[str, Any]:
@@ -37,12 +37,13 @@ def run_one(h: Harness, s: Scenario, profile: str) -> dict[str, Any]:
         row = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     row.setdefault("seconds", round(time.monotonic() - started, 1))
     row["ok"] = bool(row.get("ok"))
-    return {"name": s.name, **row}
+    return {**row, "name": s.name}  # the registry's name, whatever the scenario calls itself
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bot.reliability.runner")
     parser.add_argument("--profile", choices=("full", "quick", "test"), default="full")
+    parser.add_argument("--results", required=True, help="File to append one JSON result line per scenario to.")
     parser.add_argument("names", nargs="+")
     args = parser.parse_args(argv)
     # SIGTERM (a timeout, a parent stopping us) unwinds like Ctrl-C, so the harness stops what it started.
@@ -59,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            sys.stdout.write(RESULT_MARK + json.dumps(row, default=str) + "\n")
-            sys.stdout.flush()
+            with open(args.results, "a", encoding="utf-8") as results:
+                results.write(json.dumps(row, default=str) + "\n")
             h.ensure_up()
     return 0
 
