@@ -18,7 +18,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,6 +28,7 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from peft import PeftModel
 from pydantic import PrivateAttr
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
@@ -114,10 +115,9 @@ class Phi3Chat(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         tenant = str(kwargs.get("tenant") or self.default_tenant)
-        with self._lock:
+        with self._lock, ExitStack() as scope:
             inputs = self._encode(messages)
-            adapter = self._activate(tenant)
-            adapter.__enter__()  # left only after the generating thread has finished (below)
+            scope.enter_context(self._activate(tenant))  # left only once the generating thread has finished
             streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
             cancel = threading.Event()
             failure: list[BaseException] = []
@@ -147,7 +147,6 @@ class Phi3Chat(BaseChatModel):
             finally:
                 cancel.set()  # a consumer that stops early must not leave generate running under the lock
                 thread.join()
-                adapter.__exit__(None, None, None)
         if failure:
             raise failure[0]
 
@@ -190,7 +189,7 @@ class Phi3Chat(BaseChatModel):
         served = self._follow(tenant)
         self._active = served.version
         if served.version is None:
-            return self._model.disable_adapter() if hasattr(self._model, "peft_config") else nullcontext()
+            return self._model.disable_adapter() if isinstance(self._model, PeftModel) else nullcontext()
         self._model.set_adapter(adapter_name(tenant, served.version), inference_mode=True)
         return nullcontext()
 
