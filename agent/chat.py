@@ -172,7 +172,7 @@ class ChatCore:
             answer, used = phrase("nothing_found", language), []
         elif self.llm is not None:
             prompt = [SystemMessage(retrieval_system_prompt(language) + "\n\n" + sources_block(hits))]
-            reply = self.llm.invoke([*prompt, *self._history(state), HumanMessage(question)])
+            reply = self._ask(state, [*prompt, *self._history(state), HumanMessage(question)])
             text = str(reply.content).strip()
             cited = cited_numbers(text, len(hits)) or list(range(1, min(3, len(hits)) + 1))
             answer, used = _renumber(text, cited), cited
@@ -198,13 +198,22 @@ class ChatCore:
             )
             return self._finish(state, answer, [hits[n - 1] for n in extract.cited], started)
         messages = [SystemMessage(domain_system_prompt(state["language"])), *self._history(state)]
-        reply = self.llm.invoke([*messages, HumanMessage(state["question"])])
+        reply = self._ask(state, [*messages, HumanMessage(state["question"])])
         return self._finish(state, str(reply.content).strip(), [], started)
 
     def _smalltalk(self, state: ChatState) -> dict[str, Any]:
         return self._finish(state, phrase("smalltalk", state["language"]), [], time.perf_counter())
 
     # --- helpers ---------------------------------------------------------------------------------------------
+    def _ask(self, state: ChatState, messages: list[BaseMessage]) -> BaseMessage:
+        """Every generator call goes through here, so each one is made for the conversation's tenant: a model that
+        serves per-tenant adapters (Phi3Chat) must never answer with another tenant's. Servers that ignore the
+        tenant (the OpenAI backend) are not sent it."""
+        assert self.llm is not None
+        if getattr(self.llm, "serves_tenants", False):
+            return self.llm.invoke(messages, tenant=state["tenant"])
+        return self.llm.invoke(messages)
+
     @staticmethod
     def _history(state: ChatState) -> list[BaseMessage]:
         history: list[BaseMessage] = [*state.get("messages", [])]

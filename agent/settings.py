@@ -57,7 +57,10 @@ class Settings(BaseSettings):
     )
     phi3_model: str = Field("microsoft/Phi-3-mini-4k-instruct", description="Hub id or local folder.")
     phi3_4bit: bool = Field(True, description="Load in 4-bit (bitsandbytes NF4) when CUDA is available.")
-    adapters_dir: Path | None = Field(None, description="Adapter registry; default <data_dir>/adapters.")
+    adapters_dir: Path | None = Field(
+        None, description="Adapter registries (one per tenant); default <data_dir>/adapters."
+    )
+    phi3_tenant_adapters: int = Field(8, ge=1, le=256, description="Tenants' adapters kept in memory (LRU).")
     openai_base_url: str | None = Field(None, description="e.g. a vLLM server: http://gpu-1:8000/v1")
     openai_api_key: str | None = None
     openai_model: str = Field("phi3-domain", description="Model (or LoRA adapter) name served there.")

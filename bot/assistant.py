@@ -18,7 +18,7 @@ import redis
 
 from agent.chat import ChatCore, make_chat_core
 from agent.learning import CuratedItem, LearningStore, parse_teach
-from agent.models.registry import AdapterRegistry
+from agent.models.registry import tenant_registry
 from agent.settings import Settings
 from agent.types import TENANT_WIDE, Audience, ChatReply, ChatRequest, Route
 
@@ -91,7 +91,6 @@ class Assistant:
         self._slots = asyncio.Semaphore(settings.answer_concurrency)
         self.redis: redis.Redis[bytes] = redis.Redis.from_url(settings.effective_redis_url)
         self.learning = LearningStore(self.redis)
-        self.adapters = AdapterRegistry(settings.adapter_registry)
 
     # --- the chat core ------------------------------------------------------------------------------------
 
@@ -180,7 +179,7 @@ class Assistant:
         store = self.core.knowledge.store
         docs = store.list_documents(conv.audience.tenant, conv.audience.visible_scopes)
         queues = ", ".join(f"{q} {n}" for q, n in queue_depths(self.settings).items())
-        current = self.adapters.current()
+        current = tenant_registry(self.settings.adapter_registry, conv.audience.tenant).current()
         if current is None:
             adapter = "none (the base model answers domain questions)"
         else:

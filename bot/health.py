@@ -42,12 +42,13 @@ def readiness(settings: Settings) -> dict[str, Any]:
     """What a bot process needs to serve, checked cheaply (no model loading): /healthz answers with this.
 
     Redis and Milvus must answer, at least one worker must answer a ping (else shared files would wait
-    forever), and, when answers come from an in-process Phi-3, the adapter registry must be readable. `adapter`
-    names the current adapter version (None: the base model serves).
+    forever), and, when answers come from an in-process Phi-3, the adapter registries must be readable. `adapter`
+    names the default tenant's current adapter version (None: the base model serves it); `tenants_with_adapter`
+    counts the tenants that have one (each tenant has its own registry).
     """
     from pymilvus import MilvusClient
 
-    from agent.models.registry import AdapterRegistry
+    from agent.models.registry import tenant_registry, tenants_with_adapter
     from workers.client import ping_workers
 
     checks: dict[str, Any] = {}
@@ -71,8 +72,9 @@ def readiness(settings: Settings) -> dict[str, Any]:
         checks["workers"] = []
         checks["workers_error"] = type(exc).__name__
     try:
-        current = AdapterRegistry(settings.adapter_registry).current()
+        current = tenant_registry(settings.adapter_registry, settings.default_tenant).current()
         checks["adapter"] = current.name if current else None
+        checks["tenants_with_adapter"] = tenants_with_adapter(settings.adapter_registry)
         adapter_ok = True
     except Exception as exc:  # a corrupt registry must show here, not at the first domain question
         checks["adapter"] = f"unreadable: {type(exc).__name__}"

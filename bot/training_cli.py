@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.models.registry import AdapterRegistry, AdapterVersion
+from agent.models.registry import AdapterRegistry, AdapterVersion, tenant_registry
 from agent.settings import Settings, get_settings
 
 err = Console(stderr=True)
@@ -106,16 +106,23 @@ def _row(version: AdapterVersion, serving: str) -> dict[str, Any]:
     }
 
 
-def adapters_list(as_json: JsonOpt = False) -> None:
-    """Every adapter version, oldest first: which one serves, what the gate decided and why."""
-    registry = AdapterRegistry(_settings().adapter_registry)
+def _registry(tenant: str | None) -> tuple[str, AdapterRegistry]:
+    """The tenant's own registry (each tenant's adapters are apart: one never answers another)."""
+    settings = _settings()
+    tenant_id = tenant or settings.default_tenant
+    return tenant_id, tenant_registry(settings.adapter_registry, tenant_id)
+
+
+def adapters_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Every adapter version of the tenant, oldest first: which one serves, what the gate decided and why."""
+    tenant_id, registry = _registry(tenant)
     serving = registry.pointer()
     rows = [_row(v, serving) for v in registry.versions()]
     if as_json:
-        _print_json({"serving": serving or None, "versions": rows})
+        _print_json({"tenant": tenant_id, "serving": serving or None, "versions": rows})
         return
     if not rows:
-        out.print("no adapter yet: the base model serves (`expertbot train --now` trains one)")
+        out.print(f"no adapter yet for {tenant_id}: the base model serves (`expertbot train --now` trains one)")
         return
     table = Table("", "version", "created (UTC)", "tenant", "parent", "gate", "choice acc.", "why")
     for r in rows:
@@ -130,29 +137,32 @@ def adapters_list(as_json: JsonOpt = False) -> None:
             r["reason"],
         )
     out.print(table)
-    out.print(f"serving: {serving or 'the base model'}")
+    out.print(f"serving {tenant_id}: {serving or 'the base model'}")
 
 
-def adapters_promote(version: str) -> None:
-    """Serve VERSION from the next request on (also a version the gate rejected: an operator's decision)."""
-    registry = AdapterRegistry(_settings().adapter_registry)
+def adapters_promote(version: str, tenant: TenantOpt = None) -> None:
+    """Serve VERSION to the tenant from the next request on (also one the gate rejected: an operator's decision)."""
+    tenant_id, registry = _registry(tenant)
     try:
         registry.promote(version)
     except KeyError:
-        err.print(f"[red]error:[/] no complete adapter version {version!r} (see `expertbot adapters list`)")
+        err.print(
+            f"[red]error:[/] no complete adapter version {version!r} for {tenant_id} "
+            f"(see `expertbot adapters list --tenant {tenant_id}`)"
+        )
         raise typer.Exit(1) from None
-    out.print(f"{version} now serves")
+    out.print(f"{version} now serves {tenant_id}")
 
 
-def adapters_rollback() -> None:
-    """Go back to the version served before the current one (or to the base model)."""
-    registry = AdapterRegistry(_settings().adapter_registry)
+def adapters_rollback(tenant: TenantOpt = None) -> None:
+    """Go back to the version the tenant was served before the current one (or to the base model)."""
+    tenant_id, registry = _registry(tenant)
     try:
         back = registry.rollback()
     except LookupError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
-    out.print(f"rolled back: {back.name if back else 'the base model'} now serves")
+    out.print(f"rolled back: {back.name if back else 'the base model'} now serves {tenant_id}")
 
 
 def teach(

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from agent.models.registry import ADAPTER_FILES, tenant_registry
 from agent.settings import Settings
 from agent.types import TENANT_WIDE, Audience
 from bot.assistant import Assistant, Conversation, ShareProgress
@@ -81,6 +82,19 @@ def test_commands_teach_status_docs_and_admin_only_ones(assistant):
     assert "Forgot 'guide.md'" in asyncio.run(assistant.command(admin, "forget guide.md"))
     assert "no document 'guide.md'" in asyncio.run(assistant.command(admin, "forget guide.md"))
     assert "don't know the command" in asyncio.run(assistant.command(public, "dance"))
+
+
+def test_status_names_the_adapter_of_the_conversations_tenant(assistant, tmp_path):
+    tenant, other = f"asst-{uuid4().hex[:8]}", f"asst-{uuid4().hex[:8]}"
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    for name in ADAPTER_FILES:
+        (saved / name).write_bytes(b"{}")
+    registry = tenant_registry(assistant.settings.adapter_registry, tenant)
+    registry.add(saved, {"base_model": "tiny", "data_hash": "x", "examples": 1, "metrics": {}})
+    registry.promote(registry.add(saved, {"base_model": "tiny", "data_hash": "y", "examples": 1, "metrics": {}}).name)
+    assert "Domain adapter: v0002" in asyncio.run(assistant.command(_conv(tenant, "C-pub"), "status"))
+    assert "Domain adapter: none" in asyncio.run(assistant.command(_conv(other, "C-pub"), "status"))
 
 
 def test_a_redelivered_event_is_seen_once(assistant):

@@ -10,7 +10,7 @@ import pytest
 from agent.chat import ChatCore
 from agent.knowledge.ingest import ingest_bytes
 from agent.models.phi3_chat import Phi3Chat
-from agent.models.registry import AdapterRegistry
+from agent.models.registry import tenant_registry
 from agent.models.tiny import build_tiny_adapter, build_tiny_phi3
 from agent.types import TENANT_WIDE, Audience, ChatRequest
 
@@ -50,11 +50,19 @@ def audience(knowledge) -> Audience:
 def tiny(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny-chat")
     base = build_tiny_phi3(root / "base")
-    registry = AdapterRegistry(root / "adapters")
-    manifest = {"base_model": "tiny", "data_hash": "t", "examples": {"train": 1, "eval": 1}, "metrics": {}}
-    version = registry.add(build_tiny_adapter(base, root / "a1", seed=1), manifest)
-    registry.promote(version.name)
-    return {"base": base, "registry": root / "adapters"}
+    return {
+        "base": base,
+        "a1": build_tiny_adapter(base, root / "a1", seed=1),
+        "a2": build_tiny_adapter(base, root / "a2", seed=2),
+    }
+
+
+MANIFEST = {"base_model": "tiny", "data_hash": "t", "examples": {"train": 1, "eval": 1}, "metrics": {}}
+
+
+def _promote(root: Path, tenant: str, adapter: Path) -> str:
+    registry = tenant_registry(root, tenant)
+    return registry.promote(registry.add(adapter, MANIFEST).name).name
 
 
 def _ask(core: ChatCore, audience: Audience, text: str, thread: str = "t1", **kw):
@@ -132,10 +140,11 @@ def test_empty_huge_and_hostile_messages_get_sensible_replies(knowledge, audienc
     assert all(s.doc_id == "gateway.md" for s in injected.sources)
 
 
-def test_the_domain_route_answers_with_the_adapter(knowledge, audience, tiny):
+def test_the_domain_route_answers_with_the_adapter(knowledge, audience, tiny, tmp_path):
     """The tiny Phi-3 is random, so its words mean nothing; what matters is that the adapter produced them."""
+    _promote(tmp_path / "adapters", audience.tenant, tiny["a1"])
     with_adapter = ChatCore(
-        knowledge, llm=Phi3Chat(model_id=str(tiny["base"]), registry_root=tiny["registry"], max_new_tokens=12)
+        knowledge, llm=Phi3Chat(model_id=str(tiny["base"]), registry_root=tmp_path / "adapters", max_new_tokens=12)
     )
     bare = ChatCore(knowledge, llm=Phi3Chat(model_id=str(tiny["base"]), registry_root=None, max_new_tokens=12))
     a = _ask(with_adapter, audience, f"expert: {TERMS_QUESTION}")
@@ -145,3 +154,40 @@ def test_the_domain_route_answers_with_the_adapter(knowledge, audience, tiny):
     # The retrieval route with a generator still cites the right document.
     r = _ask(with_adapter, audience, "docs: Which port does the Zorblax gateway use for admin traffic?")
     assert r.route == "retrieve" and r.sources[0].doc_id == "gateway.md"
+
+
+def test_one_chat_core_answers_each_tenant_with_its_own_adapter(knowledge, audience, tiny, tmp_path):
+    """Two workspaces share one serving process: each is answered by its own adapter, one without by the base model,
+    on the domain route, on the retrieval route and on a short follow-up."""
+    root = tmp_path / "adapters"
+    alpha = audience.tenant  # holds the gateway guide in audience.scope
+    beta, gamma = f"beta.team/{uuid4().hex[:6]}", f"gamma-{uuid4().hex[:6]}"
+    _promote(root, alpha, tiny["a1"])
+    _promote(root, beta, tiny["a2"])
+    llm = Phi3Chat(model_id=str(tiny["base"]), registry_root=root, max_new_tokens=12)
+    core = ChatCore(knowledge, llm=llm)
+    reference = {  # what a model serving only that adapter (or none) says to the same question
+        name: _ask(
+            ChatCore(knowledge, llm=Phi3Chat(model_id=str(tiny["base"]), registry_root=r, max_new_tokens=12)),
+            Audience(t, TENANT_WIDE),
+            f"expert: {TERMS_QUESTION}",
+        ).text
+        for name, t, r in (("alpha", alpha, root), ("beta", beta, root), ("base", gamma, None))
+    }
+    assert len(set(reference.values())) == 3
+
+    served = {}
+    for name, tenant in (("alpha", alpha), ("gamma", gamma), ("beta", beta), ("alpha", alpha)):
+        reply = _ask(core, Audience(tenant, TENANT_WIDE), f"expert: {TERMS_QUESTION}", thread=uuid4().hex)
+        assert reply.route == "domain"
+        served[name] = (reply.text, llm.active_adapter)
+    assert served["alpha"] == (reference["alpha"], "v0001") and served["beta"] == (reference["beta"], "v0001")
+    assert served["gamma"] == (reference["base"], None)
+    assert llm.loaded_adapters() == {alpha: "v0001", gamma: None, beta: "v0001"}
+
+    thread = uuid4().hex  # the follow-up path and the retrieval route ask for the conversation's tenant too
+    _ask(core, Audience(beta, TENANT_WIDE), f"expert: {TERMS_QUESTION}", thread=thread)
+    docs = _ask(core, audience, "docs: Which port does the Zorblax gateway use for admin traffic?")
+    assert docs.sources and llm.active_adapter == "v0001" and list(llm.loaded_adapters())[-1] == alpha
+    follow = _ask(core, Audience(beta, TENANT_WIDE), "expert: and for admins?", thread=thread)
+    assert follow.route == "domain" and follow.text and list(llm.loaded_adapters())[-1] == beta

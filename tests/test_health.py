@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from agent.models.registry import ADAPTER_FILES, AdapterRegistry
+from agent.models.registry import ADAPTER_FILES, tenant_registry
 from agent.settings import Settings
 from bot.health import add_health_routes
 from bot.stack import free_port
@@ -35,7 +35,7 @@ def _adapter(tmp_path: Path) -> Path:
     src.mkdir()
     for name in ADAPTER_FILES:
         (src / name).write_bytes(b"{}")
-    registry = AdapterRegistry(tmp_path / "adapters")
+    registry = tenant_registry(tmp_path / "adapters", "local")  # the default tenant's
     version = registry.add(src, {"base_model": "tiny", "data_hash": "x", "examples": 1, "metrics": {}})
     registry.promote(version.name)
     return tmp_path / "adapters"
@@ -47,7 +47,7 @@ def test_healthz_is_ready_with_services_a_worker_and_the_current_adapter(service
     assert status == 200, body
     assert body["ok"] is True and body["redis"] == "ok" and body["milvus"] == "ok"
     assert any(name.startswith("session@") for name in body["workers"])
-    assert body["adapter"] == "v0001"
+    assert body["adapter"] == "v0001" and body["tenants_with_adapter"] == 1
 
 
 def test_healthz_is_503_when_milvus_is_down_and_reveals_no_address(services):

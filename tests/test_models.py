@@ -19,9 +19,9 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from agent.models.factory import make_chat_model
 from agent.models.openai_backend import make_openai_chat
 from agent.models.phi3 import load_phi3
-from agent.models.phi3_chat import Phi3Chat
+from agent.models.phi3_chat import Phi3Chat, adapter_name
 from agent.models.prompting import cut_at_stop, to_chat
-from agent.models.registry import AdapterRegistry
+from agent.models.registry import AdapterRegistry, tenant_folder, tenant_registry
 from agent.models.tiny import build_tiny_adapter, build_tiny_phi3
 from agent.settings import ConfigError, load_settings
 
@@ -38,11 +38,12 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "base": base,
         "a1": build_tiny_adapter(base, root / "a1", seed=1),
         "a2": build_tiny_adapter(base, root / "a2", seed=2),
+        "a3": build_tiny_adapter(base, root / "a3", seed=3),
     }
 
 
-def _chat(tiny: dict[str, Path], registry: Path | None = None) -> Phi3Chat:
-    return Phi3Chat(model_id=str(tiny["base"]), registry_root=registry, want_4bit=True, max_new_tokens=TOKENS)
+def _chat(tiny: dict[str, Path], registry: Path | None = None, **kw: Any) -> Phi3Chat:
+    return Phi3Chat(model_id=str(tiny["base"]), registry_root=registry, want_4bit=True, max_new_tokens=TOKENS, **kw)
 
 
 def _greedy(model: Any, tokenizer: Any) -> str:
@@ -137,7 +138,7 @@ def _tool_message() -> Any:
 
 
 def test_adapters_hot_swap_and_roll_back(tiny, tmp_path, caplog):
-    registry = AdapterRegistry(tmp_path / "adapters")
+    registry = tenant_registry(tmp_path / "adapters", "local")  # the tenant served when a request names none
     chat = _chat(tiny, tmp_path / "adapters")
     base_text = chat.invoke(MESSAGES).content
     assert chat.active_adapter is None
@@ -161,8 +162,10 @@ def test_adapters_hot_swap_and_roll_back(tiny, tmp_path, caplog):
     registry.promote(broken.name)
     with caplog.at_level(logging.ERROR):
         assert chat.invoke(MESSAGES).content == v2_text  # the failed version is logged, the previous one kept
-    assert chat.active_adapter == "v0002" and "v0003 failed to load" in caplog.text
-    assert list(chat._model.peft_config) == ["v0002"]  # neither the old nor the broken adapter stays in memory
+    assert chat.active_adapter == "v0002" and "v0003 of local failed to load" in caplog.text
+    assert list(chat._model.peft_config) == [
+        adapter_name("local", "v0002")
+    ]  # neither the old nor the broken adapter stays in memory
 
     assert registry.rollback() == v2
     assert chat.invoke(MESSAGES).content == v2_text
@@ -175,13 +178,71 @@ def test_adapters_hot_swap_and_roll_back(tiny, tmp_path, caplog):
 
 
 def test_failed_first_adapter_leaves_base_model_untouched(tiny, tmp_path):
-    registry = AdapterRegistry(tmp_path / "adapters")
+    registry = tenant_registry(tmp_path / "adapters", "local")
     chat = _chat(tiny, tmp_path / "adapters")
     base_text = chat.invoke(MESSAGES).content
     broken = registry.add(tiny["a1"], MANIFEST)
     (broken.path / "adapter_model.safetensors").write_bytes(b"not a tensor file")
     registry.promote(broken.name)
     assert chat.invoke(MESSAGES).content == base_text and chat.active_adapter is None
+
+
+def _served_weights(chat: Phi3Chat, tenant: str, version: str) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return cast(
+        dict[str, torch.Tensor], get_peft_model_state_dict(chat._model, adapter_name=adapter_name(tenant, version))
+    )
+
+
+def _same_weights(served: dict[str, torch.Tensor], folder: Path) -> bool:
+    from safetensors.torch import load_file
+
+    saved = load_file(str(folder / "adapter_model.safetensors"))
+    return bool(saved) and saved.keys() == served.keys() and all(torch.equal(saved[k], served[k]) for k in saved)
+
+
+def test_each_tenant_gets_its_own_adapter_and_promotions_swap_only_theirs(tiny, tmp_path):
+    root = tmp_path / "adapters"
+    alpha, beta, gamma = "T01.alpha", "T02/beta", "T03"  # a dot and a slash: folder and peft names stay valid
+    ra, rb = tenant_registry(root, alpha), tenant_registry(root, beta)
+    ra.promote(ra.add(tiny["a1"], MANIFEST).name)
+    rb.promote(rb.add(tiny["a2"], MANIFEST).name)
+    expected = {}
+    for key, adapter in (("base", None), ("a1", tiny["a1"]), ("a2", tiny["a2"]), ("a3", tiny["a3"])):
+        expected[key] = _greedy(*load_phi3(str(tiny["base"]), adapter=adapter, want_4bit=True))
+    assert len(set(expected.values())) == 4
+
+    chat = _chat(tiny, root, max_tenant_adapters=2)
+
+    def ask(tenant: str, stream: bool = False) -> tuple[str, Any]:
+        if stream:
+            return "".join(str(c.content) for c in chat.stream(MESSAGES, tenant=tenant)), chat.active_adapter
+        reply = chat.invoke(MESSAGES, tenant=tenant)
+        assert reply.response_metadata["tenant"] == tenant
+        return str(reply.content), reply.response_metadata["adapter"]
+
+    assert ask(gamma) == (expected["base"], None)  # no adapter of its own: the base model, never another's
+    assert ask(alpha) == (expected["a1"], "v0001")
+    assert ask(beta, stream=True) == (expected["a2"], "v0001")
+    assert ask(alpha) == (expected["a1"], "v0001")  # switching back and forth: each request its own adapter
+    assert _same_weights(_served_weights(chat, alpha, "v0001"), tiny["a1"])
+    assert _same_weights(_served_weights(chat, beta, "v0001"), tiny["a2"])
+
+    ra.promote(ra.add(tiny["a3"], MANIFEST).name)  # a new version for alpha hot-swaps alpha only
+    assert ask(beta) == (expected["a2"], "v0001")
+    assert ask(alpha, stream=True) == (expected["a3"], "v0002")
+    assert set(chat._model.peft_config) == {adapter_name(alpha, "v0002"), adapter_name(beta, "v0001")}
+    assert _same_weights(_served_weights(chat, alpha, "v0002"), tiny["a3"])
+    assert ask(gamma) == (expected["base"], None)  # adapters disabled for it, though two are loaded
+
+    # Bounded: serving gamma pushed beta (least recently served of two) out of memory; it comes back on demand.
+    assert chat.loaded_adapters() == {alpha: "v0002", gamma: None}
+    assert list(chat._model.peft_config) == [adapter_name(alpha, "v0002")]
+    assert ask(beta) == (expected["a2"], "v0001")
+    rb.rollback()  # beta back to the base model; alpha untouched
+    assert ask(beta) == (expected["base"], None) and ask(alpha) == (expected["a3"], "v0002")
+    assert chat.invoke(MESSAGES).response_metadata == {"adapter": None, "tenant": "local"}
 
 
 # --- registry -----------------------------------------------------------------------------------------------
@@ -212,6 +273,14 @@ def test_registry_ignores_incomplete_versions(tiny, tmp_path):
     registry.promote(added.name)
     assert registry.pointer() == "v0008" and registry.current() == added
     assert (tmp_path / "HISTORY").read_text().count("\tpromote\tv0008") == 1
+
+
+def test_tenant_folders_are_safe_readable_and_distinct(tmp_path):
+    ids = ["T01", "a/b", "a:b", "a_b", "..", "../../etc", "équipe", "x" * 300]
+    folders = [tenant_folder(t) for t in ids]
+    assert len(set(folders)) == len(ids) and folders[0].startswith("T01-")
+    assert all("/" not in f and "." not in f and len(f) < 80 for f in folders)
+    assert tenant_registry(tmp_path, "../../etc").root.parent == tmp_path
 
 
 # --- OpenAI-compatible server -------------------------------------------------------------------------------

@@ -1,13 +1,14 @@
 """The domain fine-tuning loop on CPU with the tiny Phi-3: real Redis, Milvus Lite, Celery train workers and beat.
 
 A tiny model learns a small synthetic glossary in a few dozen steps; the gate then has to tell a candidate that
-knows it from one trained on shuffled (wrong) definitions. Tests run in file order and share one adapter
-registry: the killed-worker test relies on v0001 serving.
+knows it from one trained on shuffled (wrong) definitions. Each tenant has its own adapter registry: a version
+trained on one tenant's material is neither served to another nor the reference another's gate compares with.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -27,9 +28,9 @@ from typer.testing import CliRunner
 
 from agent.chat import ChatCore
 from agent.learning import CuratedItem, LearningStore
-from agent.models.phi3_chat import Phi3Chat
-from agent.models.registry import MANIFEST_KEYS, AdapterRegistry
-from agent.models.tiny import build_tiny_phi3
+from agent.models.phi3_chat import Phi3Chat, adapter_name
+from agent.models.registry import MANIFEST_KEYS, tenant_registry
+from agent.models.tiny import build_tiny_adapter, build_tiny_phi3
 from agent.settings import Settings, get_settings, load_settings
 from agent.types import TENANT_WIDE, Audience, ChatRequest
 from bot.cli import app as cli_app
@@ -203,8 +204,8 @@ def test_glossary_adapter_is_promoted_served_without_restart_and_a_shuffled_one_
     assert taught.exit_code == 0, taught.output
     assert "taught 15 item(s) (15 new" in taught.stdout and "line 17" in taught.output
 
-    registry = AdapterRegistry(train_settings.adapter_registry)
-    llm = Phi3Chat(model_id=train_settings.phi3_model, registry_root=registry.root, max_new_tokens=16)
+    registry = tenant_registry(train_settings.adapter_registry, tenant)
+    llm = Phi3Chat(model_id=train_settings.phi3_model, registry_root=train_settings.adapter_registry, max_new_tokens=16)
     core = ChatCore(knowledge, llm=llm)  # running before any adapter exists; never rebuilt below
 
     def ask() -> str:
@@ -230,7 +231,7 @@ def test_glossary_adapter_is_promoted_served_without_restart_and_a_shuffled_one_
 
     tuned_text = ask()  # the same chat core, the same Phi3Chat: the pointer check swapped the adapter in
     assert llm.active_adapter == v1.name and tuned_text != base_text
-    _assert_serves_weights_of(llm, v1)
+    _assert_serves_weights_of(llm, tenant, v1)
     assert all(k in v1.manifest for k in MANIFEST_KEYS) and v1.manifest["tenant"] == tenant
     assert v1.manifest["examples"]["curated"] == 15 and v1.manifest["gate"]["promoted"] is True
     report = json.loads((v1.path / "report.json").read_text())
@@ -259,23 +260,34 @@ def test_glossary_adapter_is_promoted_served_without_restart_and_a_shuffled_one_
     assert registry.pointer() == v1.name
     assert ask() == tuned_text and llm.active_adapter == v1.name
 
-    listed = runner.invoke(cli_app, ["adapters", "list", "--json"], env=WIDE)
+    # Another tenant's run: its gate compares with the base model (not v1), and its version stays in its registry.
+    other = _tenant("other")
+    theirs = judge_and_register(train_settings, dataclasses.replace(dataset, tenant=other), candidate, gate)
+    assert theirs.against == "the base model" and theirs.version == "v0001"
+    assert [v.name for v in tenant_registry(train_settings.adapter_registry, other).versions()] == ["v0001"]
+    assert [v.name for v in registry.versions()] == [v1.name, rejected.version] and registry.pointer() == v1.name
+
+    T = ["--tenant", tenant]
+    listed = runner.invoke(cli_app, ["adapters", "list", "--json", *T], env=WIDE)
     rows = json.loads(listed.stdout)
-    assert rows["serving"] == v1.name
+    assert rows["serving"] == v1.name and rows["tenant"] == tenant
     assert [(r["version"], r["gate"]) for r in rows["versions"]] == [
         (v1.name, "promoted"),
         (rejected.version, "rejected"),
     ]
-    table = runner.invoke(cli_app, ["adapters", "list"], env=WIDE)
-    assert "does not beat" in table.stdout and f"serving: {v1.name}" in table.stdout
+    table = runner.invoke(cli_app, ["adapters", "list", *T], env=WIDE)
+    assert "does not beat" in table.stdout and f"serving {tenant}: {v1.name}" in table.stdout
+    default = json.loads(runner.invoke(cli_app, ["adapters", "list", "--json"], env=WIDE).stdout)
+    assert default == {"tenant": train_settings.default_tenant, "serving": None, "versions": []}
 
-    assert runner.invoke(cli_app, ["adapters", "promote", str(rejected.version)]).exit_code == 0
+    assert runner.invoke(cli_app, ["adapters", "promote", str(rejected.version), *T]).exit_code == 0
     ask()
     assert llm.active_adapter == rejected.version  # an operator's override serves from the next request on
-    _assert_serves_weights_of(llm, registry.get(str(rejected.version)))
-    assert "rolled back: v0001 now serves" in runner.invoke(cli_app, ["adapters", "rollback"]).stdout
+    _assert_serves_weights_of(llm, tenant, registry.get(str(rejected.version)))
+    assert "rolled back: v0001 now serves" in runner.invoke(cli_app, ["adapters", "rollback", *T]).stdout
     assert ask() == tuned_text and llm.active_adapter == v1.name
-    assert runner.invoke(cli_app, ["adapters", "promote", "v9999"]).exit_code == 1
+    assert runner.invoke(cli_app, ["adapters", "promote", "v9999", *T]).exit_code == 1
+    assert runner.invoke(cli_app, ["adapters", "rollback"]).exit_code == 1  # the default tenant has nothing
 
 
 def _term(prompt: str) -> str:
@@ -285,14 +297,15 @@ def _term(prompt: str) -> str:
     raise AssertionError(prompt)
 
 
-def _assert_serves_weights_of(llm: Phi3Chat, version: Any) -> None:
+def _assert_serves_weights_of(llm: Phi3Chat, tenant: str, version: Any) -> None:
     """The model in memory holds exactly the LoRA weights saved in the version's folder, and no other adapter."""
     from peft import get_peft_model_state_dict
     from safetensors.torch import load_file
 
-    assert version is not None and list(llm._model.peft_config) == [version.name]
+    name = adapter_name(tenant, version.name)
+    assert version is not None and list(llm._model.peft_config) == [name]
     saved = load_file(str(version.path / "adapter_model.safetensors"))
-    served = get_peft_model_state_dict(llm._model, adapter_name=version.name)
+    served = get_peft_model_state_dict(llm._model, adapter_name=name)
     assert saved.keys() == served.keys() and saved
     assert all(torch.equal(saved[k], served[k].cpu()) for k in saved)
 
@@ -360,9 +373,11 @@ def _nightly(app: Any, keep: str) -> dict[str, str]:
 def test_a_training_killed_midway_keeps_the_current_adapter_and_resumes(train_settings, train_worker):
     from bot.stack import start_worker
 
-    registry = AdapterRegistry(train_settings.adapter_registry)
-    assert registry.pointer(), "runs after the promotion test"
     tenant = _tenant("killed")
+    registry = tenant_registry(train_settings.adapter_registry, tenant)
+    serving = build_tiny_adapter(Path(train_settings.phi3_model), train_settings.data_dir / f"{tenant}-a", seed=5)
+    manifest = {"base_model": train_settings.phi3_model, "data_hash": "-", "examples": {}, "metrics": {}}
+    registry.promote(registry.add(serving, manifest).name)
     _teach(_redis(train_settings), tenant, list(reversed(GLOSSARY)))
     job = submit_training(tenant, force=True)
     deadline = time.monotonic() + 180
@@ -374,11 +389,10 @@ def test_a_training_killed_midway_keeps_the_current_adapter_and_resumes(train_se
     checkpoints = tenant_dir(train_settings, tenant) / "checkpoints"
     assert (checkpoints / "LATEST").read_text().startswith("step-0000")
 
-    chat = Phi3Chat(model_id=train_settings.phi3_model, registry_root=registry.root, max_new_tokens=4)
-    chat.invoke([("user", "hi")])
-    # Other tests' tenants may have a nightly run finishing meanwhile: only this tenant's versions matter here.
-    assert not [v.name for v in registry.versions() if v.manifest.get("tenant") == tenant]
-    assert chat.active_adapter == registry.pointer()  # the current adapter keeps serving
+    chat = Phi3Chat(model_id=train_settings.phi3_model, registry_root=train_settings.adapter_registry, max_new_tokens=4)
+    chat.invoke([("user", "hi")], tenant=tenant)
+    assert [v.name for v in registry.versions()] == ["v0001"]  # nothing half-trained was added
+    assert chat.active_adapter == registry.pointer() == "v0001"  # the current adapter keeps serving
 
     train_worker["proc"] = start_worker(train_settings, [TRAIN_QUEUE], 1, f"train-{uuid4().hex[:6]}")
     final = wait_for_job(job, timeout_s=180)
@@ -386,6 +400,7 @@ def test_a_training_killed_midway_keeps_the_current_adapter_and_resumes(train_se
     resumed = final.result["training"]["resumed_from_step"]
     assert resumed >= 20 and resumed % TRAINER["checkpoint_every"] == 0, final.result
     assert final.result["status"] in ("promoted", "rejected")
+    assert final.result["against"] == "v0001"  # the gate compared with this tenant's own current adapter
     version = registry.get(final.result["version"])
     assert version is not None and len(json.loads((version.path / "report.json").read_text())["losses"]) == 60
     assert not checkpoints.exists()  # a finished run leaves no checkpoint to resume from

@@ -23,6 +23,8 @@ def make_chat_model(settings: Settings) -> BaseChatModel | None:
         return Phi3Chat(
             model_id=settings.phi3_model,
             registry_root=settings.adapter_registry,
+            default_tenant=settings.default_tenant,
+            max_tenant_adapters=settings.phi3_tenant_adapters,
             want_4bit=settings.phi3_4bit,
             max_new_tokens=settings.max_new_tokens,
         )

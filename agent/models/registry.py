@@ -9,11 +9,15 @@ Layout::
 Writers (the trainer, an operator) and readers (every serving process) share it through the file system only:
 a version appears by one rename of a complete folder, and CURRENT is replaced atomically, so a reader never sees
 a half-written adapter or a torn pointer. Readers poll `pointer()` between requests, which is one small read.
+
+Each tenant has a registry of its own, `<adapters root>/<tenant_folder(tenant)>/`: an adapter is trained on one
+tenant's material and can repeat it, so it must never answer another tenant (`tenant_registry`).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -30,6 +34,29 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 MANIFEST = "manifest.json"
 MANIFEST_KEYS = ("base_model", "created_at", "parent", "data_hash", "examples", "metrics")
 _VERSION = re.compile(r"^v(\d{4,})$")
+
+
+def tenant_folder(tenant: str) -> str:
+    """The one tenant id -> folder name mapping: a readable slug plus a hash of the exact id.
+
+    The slug alone could collide ("a/b" and "a:b") or be unsafe (".."); the hash keeps ids apart and the name
+    valid both as a folder and as a peft adapter name (no dots).
+    """
+    slug = re.sub(r"[^A-Za-z0-9_-]", "_", tenant)[:60]
+    return f"{slug}-{hashlib.sha256(tenant.encode()).hexdigest()[:10]}"
+
+
+def tenant_registry(root: Path | str, tenant: str) -> AdapterRegistry:
+    """The tenant's own registry under the adapters root."""
+    return AdapterRegistry(Path(root) / tenant_folder(tenant))
+
+
+def tenants_with_adapter(root: Path | str) -> int:
+    """How many tenant registries under `root` serve an adapter (a cheap count for health reports)."""
+    base = Path(root)
+    if not base.is_dir():
+        return 0
+    return sum(1 for p in base.iterdir() if p.is_dir() and AdapterRegistry(p).pointer())
 
 
 @dataclass(frozen=True)

@@ -3,17 +3,15 @@
 The Celery task (`workers/train_tasks.py`) is a thin shell over `run_training`. State shared between runs and
 workers lives in Redis: the lock (one training at a time across every worker) and, per tenant, the "changed at"
 stamp the last finished run consumed, so the nightly run skips tenants with nothing new. Everything written on
-disk lives under `<data_dir>/training/<tenant>/`: data files, checkpoints (kept until the run finishes, so a
-killed run resumes), and the candidate adapter, which the registry copies into a version.
+disk lives under `<data_dir>/training/<tenant folder>/`: data files, checkpoints (kept until the run finishes, so a
+killed run resumes), and the candidate adapter, which the tenant's own registry copies into a version.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
-import re
 import shutil
 import threading
 from collections.abc import Callable
@@ -25,7 +23,7 @@ import redis
 from redis.exceptions import LockError
 
 from agent.learning import LearningStore
-from agent.models.registry import AdapterRegistry
+from agent.models.registry import tenant_folder, tenant_registry
 from agent.settings import Settings
 from agent.types import TENANT_WIDE, Audience
 from workers.connections import redis_client
@@ -65,8 +63,7 @@ class Outcome:
 
 
 def tenant_dir(settings: Settings, tenant: str) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", tenant)[:60]
-    return settings.data_dir / "training" / f"{safe}-{hashlib.sha1(tenant.encode()).hexdigest()[:8]}"
+    return settings.data_dir / "training" / tenant_folder(tenant)
 
 
 def consumed_at(client: redis.Redis[bytes], tenant: str) -> float:
@@ -140,8 +137,11 @@ def trainer_and_gate(settings: Settings) -> tuple[dict[str, Any], GateConfig]:
 def train_candidate(
     settings: Settings, dataset: Dataset, work: Path, trainer: dict[str, Any], report: Report | None = None
 ) -> TrainResult:
-    """Train a candidate adapter into `work/candidate` (resuming from `work/checkpoints` when they match)."""
-    registry = AdapterRegistry(settings.adapter_registry)
+    """Train a candidate adapter into `work/candidate` (resuming from `work/checkpoints` when they match).
+
+    Training continues from the tenant's own current adapter, never another tenant's.
+    """
+    registry = tenant_registry(settings.adapter_registry, dataset.tenant)
     current = registry.current()
     init = None
     if trainer.get("continue_from_current", True) and current and current.manifest["base_model"] == settings.phi3_model:
@@ -166,8 +166,9 @@ def train_candidate(
 def judge_and_register(
     settings: Settings, dataset: Dataset, result: TrainResult, gate: GateConfig, report: Report | None = None
 ) -> Outcome:
-    """Score the candidate against what is served now; add it as a version; promote it only if it passed."""
-    registry = AdapterRegistry(settings.adapter_registry)
+    """Score the candidate against what serves the tenant now; add it to the tenant's registry; promote it only if
+    it passed."""
+    registry = tenant_registry(settings.adapter_registry, dataset.tenant)
     current = registry.current()
     against = current.name if current else "the base model"
     if report:
