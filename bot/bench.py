@@ -30,6 +30,21 @@ def _log(msg: str) -> None:
 
 
 @contextmanager
+def temporary_environ(overrides: dict[str, str]) -> Iterator[None]:
+    """Set environment variables (which child processes inherit) for the block; restore them afterwards."""
+    saved = {k: os.environ.get(k) for k in overrides}
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextmanager
 def temporary_stack(base: Settings, *, worker: bool) -> Iterator[Settings]:
     """A throw-away Milvus Lite server (and Redis, unless REDIS_URL is set, and a worker) in a temp folder."""
     from bot.stack import LocalStack, free_port
@@ -41,18 +56,10 @@ def temporary_stack(base: Settings, *, worker: bool) -> Iterator[Settings]:
             "EXPERTBOT_LOCAL_MILVUS_PORT": str(free_port()),
             "EXPERTBOT_COLLECTION": f"bench_{os.getpid()}",
         }
-        saved = {k: os.environ.get(k) for k in overrides}
-        os.environ.update(overrides)  # the worker process inherits these
-        try:
+        with temporary_environ(overrides):  # the worker process inherits these
             settings = load_settings(milvus_uri=None, redis_url=base.redis_url)
             with LocalStack(settings, worker=worker):
                 yield settings
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
 
 def bench_ingest(base: Settings, corpus: Path) -> dict[str, Any]:

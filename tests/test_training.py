@@ -33,6 +33,7 @@ from agent.models.registry import MANIFEST_KEYS, tenant_registry
 from agent.models.tiny import build_tiny_adapter, build_tiny_phi3
 from agent.settings import Settings, get_settings, load_settings
 from agent.types import TENANT_WIDE, Audience, ChatRequest
+from bot.bench import temporary_environ
 from bot.cli import app as cli_app
 from workers.client import job_status, submit_ingest, submit_training, wait_for_job
 from workers.names import TRAIN_NIGHTLY, TRAIN_QUEUE
@@ -102,18 +103,12 @@ def train_settings(services: Settings, tmp_path_factory: pytest.TempPathFactory)
         "EXPERTBOT_TRAIN_LOCK_TTL_S": "3",
         "EXPERTBOT_TRAIN_AT": "03:15",
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # read by the worker processes started below and by the CLI's settings
-    get_settings.cache_clear()
-    try:
-        yield load_settings()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with temporary_environ(env):  # read by the worker processes started below and by the CLI's settings
         get_settings.cache_clear()
+        try:
+            yield load_settings()
+        finally:
+            get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ the loading, chat-template, generation, streaming and adapter code is exercised 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 PHI3_SPECIAL_TOKENS = ["<|endoftext|>", "<s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 """Phi-3's chat markers; `<|endoftext|>` (id 0) doubles as pad and eos, as in Phi-3."""
@@ -23,6 +24,18 @@ PHI3_CHAT_TEMPLATE = (
 
 LORA_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
 """Phi-3's fused projection names: an adapter trained for the real model targets these."""
+
+TINY_SHAPE: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 512,
+    "original_max_position_embeddings": 512,
+}
+"""The tiny Phi-3's layer sizes (its vocabulary comes from the tokenizer trained here); `bench train` uses them."""
+
 
 _CORPUS = """\
 The quick brown fox jumps over the lazy dog. How do I reset my password? Open the settings page and choose
@@ -80,13 +93,7 @@ def build_tiny_phi3(folder: Path, *, seed: int = 0, vocab_size: int = 2000) -> P
     end_id = tokenizer.convert_tokens_to_ids("<|end|>")
     config = Phi3Config(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-        original_max_position_embeddings=512,
+        **TINY_SHAPE,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

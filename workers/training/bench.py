@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import torch
 
-from agent.models.tiny import LORA_TARGETS
+from agent.models.tiny import LORA_TARGETS, TINY_SHAPE
 
 Size = Literal["mini", "tiny"]
 
@@ -46,17 +46,7 @@ def phi3_config(size: Size) -> Any:
             eos_token_id=32000,
             pad_token_id=32000,
         )
-    return Phi3Config(
-        vocab_size=2000,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-        original_max_position_embeddings=512,
-        pad_token_id=0,
-    )
+    return Phi3Config(vocab_size=2000, **TINY_SHAPE, pad_token_id=0)
 
 
 def _random_model(config: Any, folder: Path, dtype: torch.dtype) -> Path:
