@@ -14,6 +14,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -27,6 +28,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from agent.logging_setup import log_context
 from agent.settings import Settings
 from agent.types import Audience
 from bot.assistant import Assistant, Conversation
@@ -97,6 +99,14 @@ class SlackBot:
         app.command("/expert")(self.on_expert)
         app.action(re.compile(f"^({VOTE_UP}|{VOTE_DOWN})$"))(self.on_vote)
         app.error(self.on_error)
+        app.middleware(self._request_id)
+
+    @staticmethod
+    async def _request_id(body: dict[str, Any], next: Callable[[], Awaitable[Any]]) -> Any:
+        """Every log line of a request carries its id (event id, or the trigger id of a command or click)."""
+        rid = body.get("event_id") or body.get("trigger_id") or body.get("envelope_id")
+        with log_context(request=str(rid) if rid else None):
+            return await next()
 
     async def close(self) -> None:
         for task in self._workers:
@@ -163,8 +173,9 @@ class SlackBot:
         while True:
             delivery, team, event, text = await self._questions.get()
             try:
-                if await self._first_delivery(delivery):
-                    await self._answer_now(team, event, text)
+                with log_context(request=str(delivery.get("event_id") or event.get("ts") or "")):
+                    if await self._first_delivery(delivery):
+                        await self._answer_now(team, event, text)
             except Exception as exc:  # e.g. Redis unreachable for the duplicate check
                 await self._report(exc, "answer that", event["channel"], event.get("thread_ts") or event["ts"])
             finally:

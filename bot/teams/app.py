@@ -22,6 +22,7 @@ from botbuilder.core import TurnContext
 from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
 from botframework.connector.auth import AuthenticationConstants
 
+from agent.logging_setup import log_context
 from agent.settings import Settings
 from bot.answer_pool import answer_pool
 from bot.assistant import Assistant
@@ -127,7 +128,9 @@ class TeamsEndpoint:
         if not isinstance(body, dict) or not isinstance(body.get("type"), str):
             return _refuse(400, "the body is not a Bot Framework activity")
         try:
-            response = await self.adapter.process(request, self.bot)
+            # Every line logged for this activity, also by the background work it starts, carries its id.
+            with log_context(request=str(body.get("id") or "") or None):
+                response = await self.adapter.process(request, self.bot)
         except (PermissionError, jwt.PyJWTError) as exc:
             return _refuse(401, f"the token was refused ({type(exc).__name__})")
         except DeserializationError:
