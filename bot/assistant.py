@@ -78,7 +78,7 @@ class ShareProgress:
 
 
 class Assistant:
-    """One per bot process. Thread-safe; the heavy work runs in worker threads, never on the event loop."""
+    """One per bot process. Thread-safe; the heavy work runs in threads or answer processes, never on the event loop."""
 
     def __init__(
         self, settings: Settings, *, core: ChatCore | None = None, answer_pool: Executor | None = None

@@ -336,7 +336,10 @@ def test_nightly_schedule_is_registered_and_its_task_runs_through_a_real_worker(
 
     beat = start_beat(train_settings)
     try:
-        log = beat.log_tail(200)
+        # Beat logs its schedule a moment after "beat: Starting" (what start_beat waits for): give it time.
+        deadline = time.monotonic() + 30
+        while "expertbot.train_nightly" not in (log := beat.log_tail(200)) and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert beat.alive() and list(train_settings.data_dir.glob("celerybeat-schedule*")), log
         assert "nightly-training" in log and "expertbot.train_nightly" in log, log
     finally:
