@@ -221,6 +221,11 @@ def start_worker(settings: Settings, queues: list[str], concurrency: int, name: 
     return proc
 
 
+def project_pythonpath() -> str:
+    """PYTHONPATH for a child process: this checkout first, so it runs this code whatever is installed."""
+    return os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+
+
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment of a child process: the services' addresses (which may be the embedded ones) and this code."""
     return {
@@ -228,7 +233,7 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
         "REDIS_URL": settings.effective_redis_url,
         "MILVUS_URI": settings.effective_milvus_uri,
         "EXPERTBOT_DATA_DIR": str(settings.data_dir.resolve()),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": project_pythonpath(),
         **extra,
     }
 

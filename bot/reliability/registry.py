@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bot.stack import PROJECT_ROOT
+from bot.stack import project_pythonpath
 
 Profile = Literal["full", "quick", "test"]
 
@@ -142,7 +142,7 @@ def run_suite(
     if runnable:
         env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+            "PYTHONPATH": project_pythonpath(),
         }
         started = time.monotonic()
         # Results come back through a file of their own: the processes a scenario starts share the child's

@@ -116,25 +116,23 @@ def _seed(settings: Settings) -> None:
 
 
 async def _drive(settings: Settings, concurrency: int, requests: int, drain_s: float) -> dict[str, Any]:
-    from bot.stack import ManagedProcess, free_port
+    from bot.stack import ManagedProcess, child_env, free_port
 
     slack = LocalSlack(team=TEAM)
     for n in range(20):
         slack.add_channel(f"C0BENCH{n:02d}")
     await slack.start()
     port = free_port()
-    env = {
-        **os.environ,
-        "SLACK_BOT_TOKEN": slack.token,
-        "SLACK_SIGNING_SECRET": SECRET,
-        "SLACK_APP_TOKEN": "",
-        "EXPERTBOT_SLACK_MODE": "http",
-        "EXPERTBOT_SLACK_HOST": "127.0.0.1",
-        "EXPERTBOT_SLACK_PORT": str(port),
-        "EXPERTBOT_SLACK_API_URL": slack.base_url,
-        "REDIS_URL": settings.effective_redis_url,
-        "MILVUS_URI": settings.effective_milvus_uri,
-    }
+    env = child_env(
+        settings,
+        SLACK_BOT_TOKEN=slack.token,
+        SLACK_SIGNING_SECRET=SECRET,
+        SLACK_APP_TOKEN="",
+        EXPERTBOT_SLACK_MODE="http",
+        EXPERTBOT_SLACK_HOST="127.0.0.1",
+        EXPERTBOT_SLACK_PORT=str(port),
+        EXPERTBOT_SLACK_API_URL=slack.base_url,
+    )
     floor = await _bare_floor(slack, settings, concurrency, requests)
     bot = ManagedProcess("slack-bench", [sys.executable, "-m", "bot.cli", "slack"], settings.data_dir, env=env)
     url = f"http://127.0.0.1:{port}/slack/events"
