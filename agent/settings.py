@@ -7,6 +7,7 @@ import time, so tests and each process can build their own. Every process asks o
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -50,6 +51,9 @@ class Settings(BaseSettings):
     chunk_chars: int = Field(1000, ge=200, le=8000)
     max_upload_mb: float = Field(25.0, gt=0)
     embed_batch: int = Field(32, ge=1, le=1024)
+    embed_threads: int = Field(
+        0, ge=0, description="Threads the embedding model uses per process; 0: all cores, a worker's share in a worker."
+    )
 
     # --- answering ------------------------------------------------------------------------------------------
     generator: GeneratorName = Field(
@@ -123,13 +127,20 @@ class Settings(BaseSettings):
     slack_api_url: str = Field("https://slack.com/api/", description="Web API base URL (GovSlack, tests).")
 
     # --- workers ---------------------------------------------------------------------------------------------
-    worker_concurrency: int = Field(1, ge=1)
+    worker_concurrency: int = Field(
+        0, ge=0, description="Ingest worker processes `expertbot up` starts; 0: one per core, at most 4."
+    )
     job_visibility_s: int = Field(
         10, ge=3, description="A job whose worker died is handed to another worker after about this long."
     )
 
     # --- operations ------------------------------------------------------------------------------------------
     log_format: LogFormatName = Field("json", description="json (one object a line, for collectors) or text.")
+
+    @property
+    def ingest_processes(self) -> int:
+        """Ingestion is CPU-bound (embedding): one process per core, each with one core's threads, is fastest."""
+        return self.worker_concurrency or min(os.cpu_count() or 1, 4)
 
     @property
     def effective_redis_url(self) -> str:

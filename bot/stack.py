@@ -326,7 +326,7 @@ class LocalStack:
             if s.uses_embedded_milvus:
                 self._start(f"Milvus Lite on 127.0.0.1:{milvus_port}", lambda: start_milvus(s.data_dir, milvus_port))
             if self.worker:
-                n = s.worker_concurrency
+                n = s.ingest_processes
                 self._start(f"ingest worker ({n})", lambda: start_worker(s, [INGEST_QUEUE], n, "ingest"))
             if self.teams:
                 self._start(f"Teams endpoint on port {s.teams_port}", lambda: start_teams(s))

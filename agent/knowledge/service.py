@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.knowledge.embeddings import PackagedEmbeddings, get_embeddings
+from agent.knowledge.embeddings import PackagedEmbeddings, get_embeddings, use_threads
 from agent.knowledge.store import KnowledgeStore, SearchMode
 from agent.settings import Settings
 from agent.types import Audience, Hit
@@ -38,6 +38,8 @@ class Knowledge:
 
 def open_knowledge(settings: Settings) -> Knowledge:
     """Connect to the configured Milvus (a Lite server or a cluster) with the configured embedding model."""
+    if settings.embed_threads:  # else the default: all cores, or a Celery worker's share (workers/celery_app.py)
+        use_threads(settings.embed_threads)
     model = get_embeddings(settings.embedding_model)
     store = KnowledgeStore(
         settings.effective_milvus_uri,

@@ -1,0 +1,58 @@
+"""The ingestion and search benchmarks, run small: each starts its own services, as `expertbot bench` does."""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from agent.knowledge import embeddings
+from bot.bench import _synthetic_text, bench_ingest, bench_search
+from workers.celery_app import _share_cores
+
+
+def test_synthetic_passages_follow_zipfs_law():
+    rng = random.Random(3)
+    words = " ".join(_synthetic_text(rng) for _ in range(400)).split()
+    counts = collections.Counter(words).most_common(3)
+    shares = [n / len(words) for _, n in counts]
+    assert 0.07 < shares[0] < 0.12  # 1/H(20000) ≈ 0.094: common words, but not one word in two
+    assert shares[0] / shares[1] == pytest.approx(2, rel=0.3)
+
+
+def test_each_worker_process_gets_its_share_of_the_cores(settings):
+    cores = os.cpu_count() or 1
+    try:
+        _share_cores(SimpleNamespace(concurrency=cores))
+        assert embeddings.threads() == 1
+        _share_cores(SimpleNamespace(concurrency=1))
+        assert embeddings.threads() == cores
+        _share_cores(SimpleNamespace(concurrency="auto"))  # resolved by Celery later: one process per core
+        assert embeddings.threads() == 1
+    finally:
+        embeddings.use_threads(0)
+    assert embeddings.threads() == cores
+
+
+@pytest.mark.slow
+def test_ingest_benchmark_reports_both_raw_layouts(services, tmp_path: Path):
+    for n in range(3):
+        body = "\n\n".join(f"Paragraph {p} of guide {n}: the build takes {p + n} minutes." for p in range(12))
+        (tmp_path / f"guide{n}.md").write_text(f"# Guide {n}\n\n## Steps\n\n{body}\n")
+    report = bench_ingest(services.model_copy(update={"worker_concurrency": 2}), tmp_path)
+    assert report["files"] == 3 and report["chunks"] >= 3 and report["worker_processes"] == 2
+    layouts = [sum(report[f"embed_{name}_chunks_per_s"]) / 2 for name in ("one_process", "per_core")]
+    assert report["embed_chunks_per_s"] == pytest.approx(max(layouts), abs=0.2)  # the faster layout
+    assert report["ratio"] == pytest.approx(report["e2e_chunks_per_s"] / report["embed_chunks_per_s"], abs=0.01)
+
+
+@pytest.mark.slow
+def test_search_benchmark_waits_for_milvus_then_times_every_mode(services):
+    report = bench_search(services, n_chunks=2000, n_queries=20)
+    assert report["chunks"] == 2000 and report["query_words"] == 14 and report["settle_s"] >= 3.0
+    for prefix in ("", "dense_", "bm25_"):
+        assert 0 < report[f"{prefix}p50_ms"] <= report[f"{prefix}p99_ms"]
