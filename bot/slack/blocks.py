@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.knowledge.chunking import pack
 from bot.assistant import Answer
 
 VOTE_UP = "expertbot_vote_up"
@@ -37,22 +38,8 @@ def _link(url: str, label: str) -> str:
 
 def _sections(text: str) -> list[Block]:
     """Split long text into sections at line ends, each within Slack's limit."""
-    chunks: list[str] = []
-    current = ""
-    for line in text.splitlines() or [""]:
-        while len(line) > SECTION_LIMIT:  # a single enormous line: hard split
-            if current:
-                chunks.append(current)
-                current = ""
-            chunks.append(line[:SECTION_LIMIT])
-            line = line[SECTION_LIMIT:]
-        if current and len(current) + 1 + len(line) > SECTION_LIMIT:
-            chunks.append(current)
-            current = line
-        else:
-            current = f"{current}\n{line}" if current else line
-    chunks.append(current)
-    return [{"type": "section", "text": {"type": "mrkdwn", "text": c or " "}} for c in chunks if c.strip()]
+    chunks = pack(text.splitlines(), SECTION_LIMIT, "\n")
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": c}} for c in chunks if c.strip()]
 
 
 def answer_blocks(answer: Answer, *, question: str | None = None, asker: str | None = None) -> list[Block]:
