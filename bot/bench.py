@@ -4,17 +4,20 @@ and prints its figures beside the baseline they should be judged against, measur
 from __future__ import annotations
 
 import bisect
+import collections
 import itertools
 import multiprocessing
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,12 +110,7 @@ def bench_ingest(base: Settings, corpus: Path) -> dict[str, Any]:
     from workers.client import submit_ingest, wait_for_job
 
     files = [(p.relative_to(corpus).as_posix(), p.read_bytes()) for p in corpus_files(corpus)]
-    texts: list[str] = []
-    for name, data in files:
-        try:
-            texts += [c.embedding_text for c in chunk_document(parse_document(data, name), base.chunk_chars)]
-        except DocumentError:
-            continue
+    texts = _passage_texts(base, files)
     batches = [texts[i : i + base.embed_batch] for i in range(0, len(texts), base.embed_batch)]
     processes = base.ingest_processes
 
@@ -157,6 +155,17 @@ def bench_ingest(base: Settings, corpus: Path) -> dict[str, Any]:
     }
 
 
+def _passage_texts(settings: Settings, files: list[tuple[str, bytes]]) -> list[str]:
+    """Every passage of the files, as it is embedded and indexed; files that do not parse are left out."""
+    texts: list[str] = []
+    for name, data in files:
+        try:
+            texts += [c.embedding_text for c in chunk_document(parse_document(data, name), settings.chunk_chars)]
+        except DocumentError:
+            continue
+    return texts
+
+
 def _embed_seconds(settings: Settings, batches: list[list[str]], processes: int) -> float:
     """Seconds to embed the batches: in this process with every core (processes=0), or in a pool of processes
     with one thread each, the layout of an ingest worker. Model loading is left out of the timing."""
@@ -190,6 +199,8 @@ _WORDS = [f"w{n}" for n in range(20_000)]
 _ZIPF = list(itertools.accumulate(1 / rank for rank in range(1, len(_WORDS) + 1)))
 QUERY_WORDS = 14
 """The development questions' mean length in words (../shared/eval/qa_dev.jsonl)."""
+_TOKEN = re.compile(r"\w+")
+"""How Milvus' standard analyzer cuts text into words, which is what BM25 works on."""
 
 
 def _synthetic_text(rng: random.Random, words: int = 150) -> str:
@@ -202,6 +213,48 @@ def _synthetic_text(rng: random.Random, words: int = 150) -> str:
     return " ".join(_WORDS[bisect.bisect_left(_ZIPF, rng.random() * total)] for _ in range(words))
 
 
+@dataclass(frozen=True)
+class BenchText:
+    """Where the search benchmark's passages and questions come from.
+
+    What a BM25 search costs on Milvus Lite is the length of the posting lists it walks, so what matters is how
+    many passages each question's words occur in. Synthetic Zipf text (the default) needs no data; a corpus gives
+    its own passage lengths and word frequencies, with real questions.
+    """
+
+    name: str
+    passage: Callable[[random.Random], str]
+    question: Callable[[random.Random], str]
+
+
+ZIPF_TEXT = BenchText("zipf", _synthetic_text, lambda rng: _synthetic_text(rng, QUERY_WORDS))
+
+
+def corpus_text(settings: Settings, corpus: Path, qa_file: Path) -> BenchText:
+    """Passages as long as the corpus's own (in words), with words drawn by the corpus's word frequencies, and
+    the questions of `qa_file`. Words are drawn independently, so each spreads over more passages than in the
+    real text, where words of a topic come together: the posting lists are if anything longer than real ones."""
+    from agent.evaluation import read_questions
+
+    counts: collections.Counter[str] = collections.Counter()
+    lengths: list[int] = []
+    for text in _passage_texts(settings, [(p.name, p.read_bytes()) for p in corpus_files(corpus)]):
+        words = _TOKEN.findall(text)
+        counts.update(words)
+        lengths.append(len(words))
+    vocabulary = list(counts)
+    cumulative = list(itertools.accumulate(counts[w] for w in vocabulary))
+    questions = [q.question for q in read_questions(qa_file)]
+    if not lengths or not questions:
+        raise ValueError(f"no passages in {corpus} or no questions in {qa_file}")
+
+    def passage(rng: random.Random) -> str:
+        draws = (bisect.bisect_left(cumulative, rng.random() * cumulative[-1]) for _ in range(rng.choice(lengths)))
+        return " ".join(vocabulary[i] for i in draws)
+
+    return BenchText(f"corpus:{corpus}", passage, lambda rng: rng.choice(questions))
+
+
 def _units(rng: random.Random, n: int, dim: int) -> list[list[float]]:
     """n random unit vectors: uniform on the sphere, so every dense search does real work."""
     matrix = np.random.default_rng(rng.randrange(2**32)).standard_normal((n, dim)).astype(np.float32)
@@ -209,8 +262,10 @@ def _units(rng: random.Random, n: int, dim: int) -> list[list[float]]:
     return matrix.tolist()  # type: ignore[no-any-return]
 
 
-def bench_search(base: Settings, n_chunks: int, n_queries: int = 200, seed: int = 7) -> dict[str, Any]:
-    """p50/p99 of a filtered top-5 search over n_chunks synthetic passages in 20 scopes of 3 tenants."""
+def bench_search(
+    base: Settings, n_chunks: int, n_queries: int = 1000, seed: int = 7, text: BenchText = ZIPF_TEXT
+) -> dict[str, Any]:
+    """p50/p99 of a filtered top-5 search over n_chunks passages in 21 scopes of 3 tenants."""
     from agent.types import Chunk
 
     rng = random.Random(seed)
@@ -221,12 +276,12 @@ def bench_search(base: Settings, n_chunks: int, n_queries: int = 200, seed: int 
         store = KnowledgeStore(
             settings.effective_milvus_uri, collection=settings.collection, dim=dim, embedding_name="bench"
         )
-        _log(f"inserting {n_chunks} synthetic chunks ...")
+        _log(f"inserting {n_chunks} {text.name} passages ...")
         batch = 2000
         for start in range(0, n_chunks, batch):
             size = min(batch, n_chunks - start)
             audience = audiences[(start // batch) % len(audiences)]
-            chunks = [Chunk(start + i, "Bench", "Section", _synthetic_text(rng)) for i in range(size)]
+            chunks = [Chunk(start + i, "Bench", "Section", text.passage(rng)) for i in range(size)]
             store.upsert_chunks(
                 audience,
                 doc_id=f"doc{start}",
@@ -236,30 +291,35 @@ def bench_search(base: Settings, n_chunks: int, n_queries: int = 200, seed: int 
                 vectors=_units(rng, size, dim),
             )
         store.flush()
-        store.client.load_collection(store.collection)
         milvus = next(p for p in stack.processes if p.name == "milvus")
         _log("waiting for Milvus Lite's background compaction and index building ...")
         report: dict[str, Any] = {
             "chunks": store.count(),
+            "text": text.name,
             "queries": n_queries,
-            "query_words": QUERY_WORDS,
             "settle_s": round(wait_until_idle(milvus.pid), 1),
         }
         modes: tuple[SearchMode, ...] = ("dense", "bm25", "hybrid")
         for mode in modes:
-            report.update(_time_searches(store, rng, audiences, dim, n_queries, mode))
+            report.update(_time_searches(store, rng, audiences, dim, n_queries, mode, text))
         store.client.close()
     return report
 
 
 def _time_searches(
-    store: KnowledgeStore, rng: random.Random, audiences: list[Audience], dim: int, n: int, mode: SearchMode
+    store: KnowledgeStore,
+    rng: random.Random,
+    audiences: list[Audience],
+    dim: int,
+    n: int,
+    mode: SearchMode,
+    text: BenchText,
 ) -> dict[str, float]:
     for audience in audiences:  # warm-up: an audience's first search builds its segments' search structures
-        store.search(audience, _synthetic_text(rng, QUERY_WORDS), _units(rng, 1, dim)[0], k=5, mode=mode)
+        store.search(audience, text.question(rng), _units(rng, 1, dim)[0], k=5, mode=mode)
     latencies = []
     for i in range(n):
-        query, vector = _synthetic_text(rng, QUERY_WORDS), _units(rng, 1, dim)[0]
+        query, vector = text.question(rng), _units(rng, 1, dim)[0]
         started = time.perf_counter()
         store.search(audiences[i % len(audiences)], query, vector, k=5, mode=mode)
         latencies.append(1000 * (time.perf_counter() - started))

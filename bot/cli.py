@@ -253,6 +253,24 @@ def docs_forget(doc_id: str, tenant: TenantOpt = None, scope: ScopeOpt = None) -
     out.print(f"forgot {doc_id}: {removed} chunks removed")
 
 
+@docs_app.command("migrate")
+def docs_migrate() -> None:
+    """Move a knowledge base built by expertbot 0.1 (one collection) into the audience buckets; safe to rerun."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from agent.knowledge.service import open_knowledge
+
+    store = open_knowledge(_settings()).store
+    with Progress("moving passages", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err) as bars:
+        task = bars.add_task("migrate", total=None)
+        moved = store.migrate(lambda done, total: bars.update(task, completed=done, total=total))
+    if not moved:
+        err.print(f"nothing to migrate: {store.collection!r} already uses the audience buckets")
+        return
+    store.ensure_ready()
+    out.print(f"moved {moved} passages into {len(store.buckets())} audience buckets")
+
+
 @app.command()
 def status(as_json: JsonOpt = False) -> None:
     """Health of Redis, Milvus and the workers, with queue depths and knowledge-base size."""
@@ -362,13 +380,23 @@ def bench_ingest(corpus: Annotated[Path, typer.Option(exists=True, file_okay=Fal
 @bench_app.command("search")
 def bench_search(
     chunks: Annotated[int, typer.Option("--chunks", min=100)] = 100_000,
-    queries: Annotated[int, typer.Option("--queries", min=10)] = 200,
+    queries: Annotated[int, typer.Option("--queries", min=10)] = 1000,
+    corpus: Annotated[
+        Path | None,
+        typer.Option(exists=True, file_okay=False, help="Draw passages from this corpus' word frequencies."),
+    ] = None,
+    qa: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Ask these questions.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Latency of a filtered top-5 search (hybrid, dense-only, BM25-only) over N chunks."""
+    from bot.bench import ZIPF_TEXT, corpus_text
     from bot.bench import bench_search as run
 
-    report = run(_settings(), chunks, queries)
+    if (corpus is None) != (qa is None):
+        raise _fail("--corpus and --qa go together (passages from one, questions from the other)", 2)
+    settings = _settings()
+    text = corpus_text(settings, corpus, qa) if corpus and qa else ZIPF_TEXT
+    report = run(settings, chunks, queries, text=text)
     _print_json(report) if as_json else out.print(report)
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import collections
 import os
 import random
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from agent.knowledge import embeddings
-from bot.bench import _synthetic_text, bench_ingest, bench_search
+from bot.bench import ZIPF_TEXT, _synthetic_text, bench_ingest, bench_search, corpus_text
 from workers.celery_app import _share_cores
 
 
@@ -50,9 +51,31 @@ def test_ingest_benchmark_reports_both_raw_layouts(services, tmp_path: Path):
     assert report["ratio"] == pytest.approx(report["e2e_chunks_per_s"] / report["embed_chunks_per_s"], abs=0.01)
 
 
+def _tiny_corpus(folder: Path) -> tuple[Path, Path]:
+    corpus = folder / "corpus"
+    corpus.mkdir()
+    (corpus / "guide.md").write_text("# Gateway\n\n## Ports\n\nThe gateway listens on port 7341.\n")
+    (corpus / "notes.txt").write_text("Rotate the gateway keys every ninety days and log it.\n")
+    qa = folder / "qa.jsonl"
+    qa.write_text('{"question": "Which port?", "language": "en", "gold_docs": ["guide.md"]}\n')
+    return corpus, qa
+
+
+def test_corpus_text_keeps_the_corpus_words_and_passage_lengths_and_asks_its_questions(settings, tmp_path: Path):
+    text = corpus_text(settings, *_tiny_corpus(tmp_path))
+    rng = random.Random(1)
+    passages = [text.passage(rng).split() for _ in range(200)]
+    vocabulary = {*re.findall(r"\w+", "Gateway Ports The gateway listens on port 7341")}
+    vocabulary |= {*re.findall(r"\w+", "notes Rotate the gateway keys every ninety days and log it")}
+    assert {len(p) for p in passages} == {8, 11}  # each passage with its title (and heading), in words
+    assert set().union(*passages) <= vocabulary
+    assert {text.question(rng) for _ in range(5)} == {"Which port?"} and text.name == f"corpus:{tmp_path / 'corpus'}"
+
+
 @pytest.mark.slow
-def test_search_benchmark_waits_for_milvus_then_times_every_mode(services):
-    report = bench_search(services, n_chunks=2000, n_queries=20)
-    assert report["chunks"] == 2000 and report["query_words"] == 14 and report["settle_s"] >= 3.0
-    for prefix in ("", "dense_", "bm25_"):
-        assert 0 < report[f"{prefix}p50_ms"] <= report[f"{prefix}p99_ms"]
+def test_search_benchmark_waits_for_milvus_then_times_every_mode(services, tmp_path: Path):
+    for text in (ZIPF_TEXT, corpus_text(services, *_tiny_corpus(tmp_path))):
+        report = bench_search(services, n_chunks=2000, n_queries=20, text=text)
+        assert report["chunks"] == 2000 and report["settle_s"] >= 3.0 and report["text"] == text.name
+        for prefix in ("", "dense_", "bm25_"):
+            assert 0 < report[f"{prefix}p50_ms"] <= report[f"{prefix}p99_ms"]

@@ -1,23 +1,28 @@
-"""The knowledge base: one Milvus collection of passages with a dense vector, a BM25 sparse vector and the
-audience fields.
+"""The knowledge base: passages with a dense vector, a BM25 sparse vector and the audience fields, in Milvus.
 
-Every read is filtered by tenant and scope *inside* the Milvus expression, so a passage from another scope can
-never reach a caller, whatever the question says. Milvus Lite does not support bound filter parameters, so
-every value goes through `literal()`, which quotes and escapes it.
-The same code talks to a Milvus Lite server (`milvus-lite server`) or to a Milvus cluster.
+Passages live in audience buckets: a stable hash of (tenant, scope) picks one of `BUCKETS` collections, and a
+search reads only the buckets of the scopes its audience may see. Milvus Lite's BM25 search walks every row of
+a collection on each query (to resolve row versions), so with one shared collection a search cost grew with the
+whole deployment; per bucket it grows with what the audience can see (README, "Benchmarks").
+
+Every read is still filtered by tenant and scope *inside* the Milvus expression (several scopes share a bucket),
+so a passage from another scope can never reach a caller, whatever the question says. Milvus Lite does not
+support bound filter parameters, so every value goes through `literal()`, which quotes and escapes it.
+A catalog collection holds one row per document version. The same code talks to a Milvus Lite server
+(`milvus-lite server`) or to a Milvus cluster.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from pymilvus import DataType, Function, FunctionType, MilvusClient
+from pymilvus import CollectionSchema, DataType, Function, FunctionType, MilvusClient
 from pymilvus.exceptions import MilvusException
+from pymilvus.milvus_client.index import IndexParams
 
 from agent.types import Audience, Chunk, DocumentInfo, Hit
 
@@ -25,9 +30,11 @@ SearchMode = Literal["hybrid", "dense", "bm25"]
 
 _MODEL_PROPERTY = "expertbot.embedding"
 _CATALOG_FIELDS = ["doc_id", "source", "title", "scope", "content_hash", "chunks", "created_at"]
-PARTITIONS = 64
+BUCKETS = 64
 MAX_QUERY_ROWS = 16384  # Milvus caps one query's offset + limit here; ingestion keeps documents below it
 _HIT_FIELDS = ["doc_id", "source", "title", "heading", "scope", "chunk", "text"]
+_STORED_FIELDS = ["pk", "tenant", *_HIT_FIELDS, "search_text", "content_hash", "created_at", "dense"]
+"""Every field of a passage but `sparse`, which Milvus computes from search_text."""
 
 
 class StoreError(RuntimeError):
@@ -57,19 +64,14 @@ def document_expr(audience: Audience, doc_id: str) -> str:
     )
 
 
-def partition_of(tenant: str, scope: str) -> str:
-    """The partition that holds an audience's passages: a stable hash of (tenant, scope) into a few buckets.
+def bucket_of(tenant: str, scope: str) -> int:
+    """The bucket that holds a scope's passages: a stable hash of (tenant, scope).
 
-    Searches name only the partitions of the scopes they may see, so the engine skips the rest of the
-    collection (Milvus Lite scans every row of the partitions it searches). The filter expression still
-    decides visibility: several scopes share a bucket.
+    The hash is the one the partitions of the single-collection layout used, so partition `aNN` of that layout
+    is bucket NN of this one (see `KnowledgeStore.migrate`).
     """
     digest = hashlib.sha256(f"{tenant}\x1f{scope}".encode()).digest()
-    return f"a{int.from_bytes(digest[:4], 'big') % PARTITIONS:02d}"
-
-
-def audience_partitions(audience: Audience) -> list[str]:
-    return sorted({partition_of(audience.tenant, s) for s in audience.visible_scopes})
+    return int.from_bytes(digest[:4], "big") % BUCKETS
 
 
 def _key(*parts: str) -> str:
@@ -94,7 +96,7 @@ class SearchWeights:
     rrf_k: int = 10
     dense: float = 0.7
     bm25: float = 1.0
-    candidates: int = 50
+    candidates: int = 20
     one_per_document: bool = True
 
 
@@ -179,38 +181,50 @@ class KnowledgeStore:
     ) -> None:
         self.client = _connect(uri, token or "")
         self.collection = collection
+        """The name every collection of this knowledge base starts with (EXPERTBOT_COLLECTION)."""
         self.catalog = f"{collection}_documents"
         self.dim = dim
         self.embedding_name = embedding_name
         self.weights = weights or SearchWeights()
         self.dense_index = dense_index
         self._ready = False
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="milvus-search")
-        self._model_tag = f"{embedding_name} dim={dim} partitions={PARTITIONS}"
+        self._known: set[str] = set()  # bucket collections known to exist (any process may create one)
+        self._opened: set[str] = set()  # bucket collections this process has checked, or made, ready to write
+        self._model_tag = f"{embedding_name} dim={dim} buckets={BUCKETS}"
+
+    def bucket(self, tenant: str, scope: str) -> str:
+        """The collection that holds the passages of one scope."""
+        return f"{self.collection}_passages_{bucket_of(tenant, scope):02d}"
+
+    def _is_bucket(self, name: str) -> bool:
+        prefix = f"{self.collection}_passages_"
+        return name.startswith(prefix) and name[len(prefix) :].isdigit()
 
     # --- schema ----------------------------------------------------------------------------------------------
-    def ensure_collection(self) -> None:
-        """Create the collection on first use; refuse one built for another embedding model."""
+    def ensure_ready(self) -> None:
+        """Check (or create) the catalog; refuse a knowledge base built for another embedding model or layout."""
         if self._ready:
             return
-        if self.client.has_collection(self.collection):
-            built = self.client.describe_collection(self.collection).get("properties", {}).get(_MODEL_PROPERTY)
+        names = set(self.client.list_collections())
+        if self.collection in names:
+            raise StoreError(
+                f"collection {self.collection!r} holds passages in the single-collection layout of expertbot 0.1: "
+                "run `expertbot docs migrate` once to move them into the audience buckets"
+            )
+        if self.catalog in names:
+            built = self.client.describe_collection(self.catalog).get("properties", {}).get(_MODEL_PROPERTY)
             if built != self._model_tag:
                 raise StoreError(
-                    f"collection {self.collection!r} was built with {built!r}, not {self._model_tag!r}: "
+                    f"knowledge base {self.collection!r} was built with {built!r}, not {self._model_tag!r}: "
                     "set EXPERTBOT_COLLECTION to a new name or EXPERTBOT_EMBEDDING_MODEL back"
                 )
-            self._ensure_partitions()
-            self.client.load_collection(self.collection)
-        else:
-            self._create()
-        if self.client.has_collection(self.catalog):
             self.client.load_collection(self.catalog)
         else:
-            self._create_catalog()
+            self._create(self.catalog, *self._catalog_schema())
+        self._known = {n for n in names if self._is_bucket(n)}
         self._ready = True
 
-    def _create_catalog(self) -> None:
+    def _catalog_schema(self) -> tuple[CollectionSchema, IndexParams]:
         """One row per document version held (and one per content hash), looked up by primary key.
 
         Ingestion decides what to do from these rows instead of scanning passages, which on Milvus Lite costs
@@ -228,9 +242,9 @@ class KnowledgeStore:
         index = self.client.prepare_index_params()
         index.add_index("unused", index_type="AUTOINDEX", metric_type="L2")
         index.add_index("tenant", index_type="INVERTED")
-        self.client.create_collection(self.catalog, schema=schema, index_params=index)
+        return schema, index
 
-    def _create(self) -> None:
+    def _bucket_schema(self) -> tuple[CollectionSchema, IndexParams]:
         schema = self.client.create_schema(auto_id=False, description="expertbot passages")
         schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("tenant", DataType.VARCHAR, max_length=256)
@@ -266,27 +280,55 @@ class KnowledgeStore:
         index.add_index("tenant", index_type="INVERTED")
         index.add_index("scope", index_type="INVERTED")
         index.add_index("doc_id", index_type="INVERTED")
-        self.client.create_collection(
-            self.collection, schema=schema, index_params=index, properties={_MODEL_PROPERTY: self._model_tag}
-        )
-        self._ensure_partitions()
+        return schema, index
 
-    def _ensure_partitions(self) -> None:
-        """Create whichever audience partitions are missing.
+    def _create(self, name: str, schema: CollectionSchema, index: IndexParams) -> None:
+        """Make a collection with its indexes, loaded; idempotent, and safe beside a process doing the same.
 
-        Creating a collection and its partitions takes many calls: a process killed in between (kill -9 of a
-        worker on its first job) leaves a collection without some partitions, and every later write to them
-        would fail. So every process checks, once, when it opens the collection.
+        Each step checks what is already there, so a process killed half-way (kill -9 of a worker on its first
+        job into a bucket) leaves nothing that the next writer does not complete. The indexes are requested
+        without waiting (`sync=False`): pymilvus would otherwise poll each one for half a second.
         """
-        existing = set(self.client.list_partitions(self.collection))
-        for n in range(PARTITIONS):
-            name = f"a{n:02d}"
-            if name not in existing:
-                try:
-                    self.client.create_partition(self.collection, name)
-                except MilvusException:  # another process created it meanwhile
-                    if not self.client.has_partition(self.collection, name):
-                        raise
+        if not self.client.has_collection(name):
+            try:
+                self.client.create_collection(name, schema=schema, properties={_MODEL_PROPERTY: self._model_tag})
+            except MilvusException:  # another process created it meanwhile
+                if not self.client.has_collection(name):
+                    raise
+        missing = [i for i in index if not self.client.list_indexes(name, field_name=i.field_name)]
+        for params in missing:
+            try:
+                self.client.create_index(name, IndexParams([params]), sync=False)
+            except MilvusException:  # another process asked for it meanwhile
+                if not self.client.list_indexes(name, field_name=params.field_name):
+                    raise
+        self.client.load_collection(name)
+
+    def _open(self, name: str) -> str:
+        """A bucket ready to write: made on first use, and checked (completed if needed) once per process."""
+        if name not in self._opened:
+            self._create(name, *self._bucket_schema())
+            self._opened.add(name)
+            self._known.add(name)
+        return name
+
+    def buckets(self) -> list[str]:
+        """Every bucket collection that exists now."""
+        self._known = {n for n in self.client.list_collections() if self._is_bucket(n)}
+        return sorted(self._known)
+
+    def _existing(self, names: Iterable[str]) -> list[str]:
+        """Those of the named buckets that exist: a bucket is made by its first write, perhaps by another process
+        since this one last looked, so one that is not known yet is looked for again."""
+        self.ensure_ready()
+        wanted = sorted(set(names))
+        if not self._known.issuperset(wanted):
+            self.buckets()
+        return [n for n in wanted if n in self._known]
+
+    def _readable(self, audience: Audience) -> list[str]:
+        """The buckets that may hold passages `audience` can see."""
+        return self._existing(self.bucket(audience.tenant, s) for s in audience.visible_scopes)
 
     # --- writes ----------------------------------------------------------------------------------------------
     def upsert_chunks(
@@ -300,7 +342,6 @@ class KnowledgeStore:
         vectors: Sequence[Sequence[float]],
     ) -> None:
         """Write one batch of a document version's chunks (idempotent thanks to `chunk_key`)."""
-        self.ensure_collection()
         now = int(time.time())
         rows = [
             {
@@ -321,21 +362,24 @@ class KnowledgeStore:
             for c, v in zip(chunks, vectors, strict=True)
         ]
         if rows:
-            self.client.upsert(self.collection, rows, partition_name=partition_of(audience.tenant, audience.scope))
+            self.ensure_ready()
+            self.client.upsert(self._open(self.bucket(audience.tenant, audience.scope)), rows)
 
     def delete_chunks(self, audience: Audience, doc_id: str, content_hash: str, numbers: Sequence[int]) -> None:
         """Delete passages of one document version by primary key (no scan)."""
         if numbers:
             keys = [chunk_key(audience, doc_id, content_hash, n) for n in numbers]
-            self.client.delete(self.collection, ids=keys, partition_name=partition_of(audience.tenant, audience.scope))
+            self.ensure_ready()
+            self.client.delete(self._open(self.bucket(audience.tenant, audience.scope)), ids=keys)
 
     def forget(self, audience: Audience, doc_id: str) -> int:
         """Remove every chunk of a document in this exact scope; returns how many there were."""
-        self.ensure_collection()
+        self.ensure_ready()
         expr = document_expr(audience, doc_id)
-        partition = partition_of(audience.tenant, audience.scope)
-        count = len(self._query(expr, ["pk"], [partition], bounded=True))
-        self.client.delete(self.collection, filter=expr, partition_name=partition)
+        count = 0
+        for bucket in self._existing([self.bucket(audience.tenant, audience.scope)]):
+            count = len(self._query(bucket, expr, ["pk"]))
+            self.client.delete(bucket, filter=expr)
         known = self.document(audience, doc_id)
         doomed = [_doc_key(audience, doc_id)] + ([_content_key(audience, known.content_hash)] if known else [])
         self.client.delete(self.catalog, ids=doomed)
@@ -343,13 +387,19 @@ class KnowledgeStore:
         return count
 
     def flush(self) -> None:
-        """Seal written rows: Milvus Lite searches unflushed rows by brute force, slowly."""
-        self.client.flush(self.collection)
+        """Seal written rows: Milvus Lite searches unflushed rows by brute force, slowly.
+
+        Every bucket is flushed, not only those this process wrote: another worker process may have left rows
+        unflushed (it flushes only when the queue is idle). A bucket with nothing new costs one round trip.
+        """
+        self.ensure_ready()
+        for bucket in self.buckets():
+            self.client.flush(bucket)
         self.client.flush(self.catalog)
 
     def record_document(self, audience: Audience, doc: DocumentInfo) -> None:
         """Note that this version of the document is completely written (and its content known here)."""
-        self.ensure_collection()
+        self.ensure_ready()
         row = {
             "tenant": audience.tenant,
             "scope": audience.scope,
@@ -369,6 +419,46 @@ class KnowledgeStore:
             ],
         )
 
+    def migrate(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Move the passages of the single-collection layout (expertbot 0.1) into the buckets; returns how many.
+
+        Safe to run again after an interruption: rows keep their keys, so a second pass overwrites, and the old
+        collection is dropped only once every row has been copied and flushed.
+        """
+        names = set(self.client.list_collections())
+        if self.collection not in names:
+            return 0
+        built = str(self.client.describe_collection(self.collection).get("properties", {}).get(_MODEL_PROPERTY))
+        if not built.startswith(f"{self.embedding_name} dim={self.dim} "):
+            raise StoreError(
+                f"collection {self.collection!r} was built with {built!r}, not {self.embedding_name!r} "
+                f"(dim={self.dim}): set EXPERTBOT_EMBEDDING_MODEL to the model it was built with"
+            )
+        if self.catalog in names:
+            self.client.alter_collection_properties(self.catalog, {_MODEL_PROPERTY: self._model_tag})
+        else:
+            self._create(self.catalog, *self._catalog_schema())
+        self.client.load_collection(self.collection)
+        total = int(self.client.query(self.collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
+        moved = 0
+        iterator = self.client.query_iterator(self.collection, batch_size=500, output_fields=_STORED_FIELDS)
+        try:
+            while rows := iterator.next():
+                by_bucket: dict[str, list[dict[str, Any]]] = {}
+                for row in rows:
+                    by_bucket.setdefault(self.bucket(row["tenant"], row["scope"]), []).append(row)
+                for bucket, group in by_bucket.items():
+                    self.client.upsert(self._open(bucket), group)
+                moved += len(rows)
+                if progress:
+                    progress(moved, total)
+        finally:
+            iterator.close()
+        for bucket in self.buckets():
+            self.client.flush(bucket)
+        self.client.drop_collection(self.collection)
+        return moved
+
     # --- reads -----------------------------------------------------------------------------------------------
     def document(self, audience: Audience, doc_id: str) -> DocumentInfo | None:
         """The completely written version of a document in this exact scope, if any."""
@@ -383,7 +473,7 @@ class KnowledgeStore:
         return current if current is not None and current.content_hash == content_hash else None
 
     def list_documents(self, tenant: str, scopes: Sequence[str] | None = None) -> list[DocumentInfo]:
-        self.ensure_collection()
+        self.ensure_ready()
         expr = f'kind == "doc" and tenant == {literal(tenant)}'
         if scopes is not None:
             expr += f" and scope in [{', '.join(literal(s) for s in scopes)}]"
@@ -395,32 +485,28 @@ class KnowledgeStore:
 
         For adapter training, which reads the tenant-wide scope only (never a private one); at most MAX_QUERY_ROWS.
         """
-        rows = self._query(
-            f"tenant == {literal(audience.tenant)} and scope == {literal(audience.scope)}",
-            ["doc_id", "chunk", "text"],
-            audience_partitions(audience),
-            bounded=True,
-        )
+        expr = f"tenant == {literal(audience.tenant)} and scope == {literal(audience.scope)}"
+        rows = [
+            row
+            for bucket in self._existing([self.bucket(audience.tenant, audience.scope)])
+            for row in self._query(bucket, expr, ["doc_id", "chunk", "text"])
+        ]
         rows.sort(key=lambda r: (r["doc_id"], r["chunk"]))
         return [(str(r["doc_id"]), str(r["text"])) for r in rows]
 
     def _catalog_get(self, key: str) -> DocumentInfo | None:
-        self.ensure_collection()
+        self.ensure_ready()
         rows = self.client.get(self.catalog, ids=[key], output_fields=_CATALOG_FIELDS)
         return _document(rows[0]) if rows else None
 
     def count(self, audience: Audience | None = None) -> int:
-        self.ensure_collection()
-        if audience is None:
-            res = self.client.query(self.collection, filter="", output_fields=["count(*)"])
-        else:
-            res = self.client.query(
-                self.collection,
-                filter=audience_expr(audience),
-                output_fields=["count(*)"],
-                partition_names=audience_partitions(audience),
-            )
-        return int(res[0]["count(*)"])
+        """Passages held: all of them, or those `audience` can see."""
+        self.ensure_ready()
+        buckets = self.buckets() if audience is None else self._readable(audience)
+        expr = "" if audience is None else audience_expr(audience)
+        return sum(
+            int(self.client.query(bucket, filter=expr, output_fields=["count(*)"])[0]["count(*)"]) for bucket in buckets
+        )
 
     def search(
         self,
@@ -437,57 +523,45 @@ class KnowledgeStore:
         `one_per_document` overrides the weights' setting: listing sources wants one passage per document,
         composing an answer wants every good passage.
         """
-        self.ensure_collection()
-        where = (audience_expr(audience), audience_partitions(audience))
+        buckets, expr = self._readable(audience), audience_expr(audience)
         if mode == "dense":
-            return [
-                replace(h, similarity=h.score) for h in self._search(where, [list(query_vector)], "dense", "COSINE", k)
-            ]
+            return [replace(h, similarity=h.score) for h in self._search(buckets, expr, list(query_vector), k)]
         if mode == "bm25":
-            return self._search(where, [query], "sparse", "BM25", k)
+            return self._search(buckets, expr, query, k)
         n = max(k * 4, self.weights.candidates)
-        # The two searches are independent: run them side by side (the dense one mostly waits on faiss/gRPC).
-        dense = self._pool.submit(self._search, where, [list(query_vector)], "dense", "COSINE", n)
-        bm25 = self._search(where, [query], "sparse", "BM25", n)
+        # One leg after the other: a Milvus Lite server is one Python process, where two requests at once only
+        # take turns on its interpreter lock (measured: slower than in sequence; README, "Benchmarks").
+        dense = self._search(buckets, expr, list(query_vector), n)
+        bm25 = self._search(buckets, expr, query, n)
         weights = self.weights if one_per_document is None else replace(self.weights, one_per_document=one_per_document)
-        return fuse(dense.result(), bm25, weights, k)
+        return fuse(dense, bm25, weights, k)
 
-    def _search(self, where: tuple[str, list[str]], data: list[Any], field: str, metric: str, limit: int) -> list[Hit]:
-        expr, partitions = where
-        res = self.client.search(
-            self.collection,
-            data=data,
-            anns_field=field,
-            limit=limit,
-            filter=expr,
-            partition_names=partitions,
-            output_fields=_HIT_FIELDS,
-            search_params={"metric_type": metric},
-        )
-        return [_hit(row) for row in res[0]]
+    def _search(self, buckets: list[str], expr: str, query: str | list[float], limit: int) -> list[Hit]:
+        """The best `limit` passages of these buckets: by BM25 for a text query, by cosine for a vector.
+
+        The buckets' lists merge by score, larger first. Milvus reports BM25 as a positive score, Milvus Lite 3.2
+        as its negation (smaller is better), so BM25 scores are taken as absolute values. BM25 scores of different
+        buckets rest on each bucket's own statistics, as they already do across the segments of one collection.
+        """
+        field, metric = ("sparse", "BM25") if isinstance(query, str) else ("dense", "COSINE")
+        hits: list[Hit] = []
+        for bucket in buckets:
+            rows = self.client.search(
+                bucket,
+                data=[query],
+                anns_field=field,
+                limit=limit,
+                filter=expr,
+                output_fields=_HIT_FIELDS,
+                search_params={"metric_type": metric},
+            )[0]
+            hits += (_hit(row, bm25=metric == "BM25") for row in rows)
+        return sorted(hits, key=lambda h: h.score, reverse=True)[:limit]
 
     # --- helpers ---------------------------------------------------------------------------------------------
-    def _query(
-        self, expr: str, fields: list[str], partitions: list[str] | None, *, bounded: bool = False
-    ) -> list[dict[str, Any]]:
-        """Rows matching expr; `bounded` (at most MAX_QUERY_ROWS) takes one round trip instead of an iterator."""
-        self.ensure_collection()
-        if bounded:
-            return list(
-                self.client.query(
-                    self.collection, filter=expr, output_fields=fields, partition_names=partitions, limit=MAX_QUERY_ROWS
-                )
-            )
-        rows: list[dict[str, Any]] = []
-        iterator = self.client.query_iterator(
-            self.collection, batch_size=1000, filter=expr, output_fields=fields, partition_names=partitions
-        )
-        try:
-            while batch := iterator.next():
-                rows.extend(batch)
-        finally:
-            iterator.close()
-        return rows
+    def _query(self, bucket: str, expr: str, fields: list[str]) -> list[dict[str, Any]]:
+        """Rows of one bucket matching expr, at most MAX_QUERY_ROWS (ingestion keeps a document below that)."""
+        return list(self.client.query(bucket, filter=expr, output_fields=fields, limit=MAX_QUERY_ROWS))
 
 
 def _doc_key(audience: Audience, doc_id: str) -> str:
@@ -510,8 +584,9 @@ def _document(row: dict[str, Any]) -> DocumentInfo:
     )
 
 
-def _hit(row: dict[str, Any]) -> Hit:
+def _hit(row: dict[str, Any], *, bm25: bool = False) -> Hit:
     e = row.get("entity", row)
+    distance = float(row.get("distance", 0.0))
     return Hit(
         doc_id=e["doc_id"],
         source=e["source"],
@@ -520,5 +595,5 @@ def _hit(row: dict[str, Any]) -> Hit:
         scope=e["scope"],
         chunk=int(e["chunk"]),
         text=e["text"],
-        score=float(row.get("distance", 0.0)),
+        score=abs(distance) if bm25 else distance,
     )
