@@ -37,8 +37,12 @@ TEAMS_PORT_SETTING = "EXPERTBOT_TEAMS_PORT"
 # `milvus-lite server` closes its data folder cleanly (drain requests, release the LOCK) only on
 # KeyboardInterrupt, and SIGINT may arrive already ignored (shells do that to background jobs), so run its CLI
 # with SIGTERM mapped to KeyboardInterrupt. Same arguments as the `milvus-lite` script.
+# Its garbage collector runs less often: the server holds millions of long-lived objects (BM25 posting lists)
+# and each search allocates thousands more, so with Python's default threshold (700) collections kept
+# interrupting searches (README, "Benchmarks": GC pauses and the p99).
 _MILVUS_MAIN = (
-    "import signal, sys; signal.signal(signal.SIGTERM, signal.default_int_handler); "
+    "import gc, signal, sys; gc.set_threshold(100_000, 50, 100); "
+    "signal.signal(signal.SIGTERM, signal.default_int_handler); "
     "from milvus_lite.cmdline import main; sys.exit(main())"
 )
 
