@@ -261,12 +261,12 @@ def docs_migrate() -> None:
     from agent.knowledge.service import open_knowledge
 
     store = open_knowledge(_settings()).store
+    if not store.needs_migration():
+        err.print(f"nothing to migrate: {store.collection!r} already uses the audience buckets")
+        return
     with Progress("moving passages", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err) as bars:
         task = bars.add_task("migrate", total=None)
         moved = store.migrate(lambda done, total: bars.update(task, completed=done, total=total))
-    if not moved:
-        err.print(f"nothing to migrate: {store.collection!r} already uses the audience buckets")
-        return
     store.ensure_ready()
     out.print(f"moved {moved} passages into {len(store.buckets())} audience buckets")
 

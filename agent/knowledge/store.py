@@ -419,15 +419,19 @@ class KnowledgeStore:
             ],
         )
 
+    def needs_migration(self) -> bool:
+        """Whether passages of the single-collection layout (expertbot 0.1) are still here."""
+        return bool(self.client.has_collection(self.collection))
+
     def migrate(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Move the passages of the single-collection layout (expertbot 0.1) into the buckets; returns how many.
 
         Safe to run again after an interruption: rows keep their keys, so a second pass overwrites, and the old
         collection is dropped only once every row has been copied and flushed.
         """
-        names = set(self.client.list_collections())
-        if self.collection not in names:
+        if not self.needs_migration():
             return 0
+        names = set(self.client.list_collections())
         built = str(self.client.describe_collection(self.collection).get("properties", {}).get(_MODEL_PROPERTY))
         if not built.startswith(f"{self.embedding_name} dim={self.dim} "):
             raise StoreError(
