@@ -312,6 +312,11 @@ class KnowledgeStore:
             self._known.add(name)
         return name
 
+    def _writable(self, audience: Audience) -> str:
+        """The bucket that holds the audience's own scope, ready to write."""
+        self.ensure_ready()
+        return self._open(self.bucket(audience.tenant, audience.scope))
+
     def buckets(self) -> list[str]:
         """Every bucket collection that exists now."""
         self._known = {n for n in self.client.list_collections() if self._is_bucket(n)}
@@ -362,15 +367,13 @@ class KnowledgeStore:
             for c, v in zip(chunks, vectors, strict=True)
         ]
         if rows:
-            self.ensure_ready()
-            self.client.upsert(self._open(self.bucket(audience.tenant, audience.scope)), rows)
+            self.client.upsert(self._writable(audience), rows)
 
     def delete_chunks(self, audience: Audience, doc_id: str, content_hash: str, numbers: Sequence[int]) -> None:
         """Delete passages of one document version by primary key (no scan)."""
         if numbers:
             keys = [chunk_key(audience, doc_id, content_hash, n) for n in numbers]
-            self.ensure_ready()
-            self.client.delete(self._open(self.bucket(audience.tenant, audience.scope)), ids=keys)
+            self.client.delete(self._writable(audience), ids=keys)
 
     def forget(self, audience: Audience, doc_id: str) -> int:
         """Remove every chunk of a document in this exact scope; returns how many there were."""
@@ -393,9 +396,12 @@ class KnowledgeStore:
         unflushed (it flushes only when the queue is idle). A bucket with nothing new costs one round trip.
         """
         self.ensure_ready()
+        self._flush_buckets()
+        self.client.flush(self.catalog)
+
+    def _flush_buckets(self) -> None:
         for bucket in self.buckets():
             self.client.flush(bucket)
-        self.client.flush(self.catalog)
 
     def record_document(self, audience: Audience, doc: DocumentInfo) -> None:
         """Note that this version of the document is completely written (and its content known here)."""
@@ -458,8 +464,7 @@ class KnowledgeStore:
                     progress(moved, total)
         finally:
             iterator.close()
-        for bucket in self.buckets():
-            self.client.flush(bucket)
+        self._flush_buckets()
         self.client.drop_collection(self.collection)
         return moved
 
