@@ -33,7 +33,7 @@ from agent.settings import EmbeddingModelName, Settings, load_settings
 from agent.types import Audience
 
 if TYPE_CHECKING:
-    from bot.stack import LocalStack
+    from bot.stack import LocalStack, ManagedProcess
 
 
 def _log(msg: str) -> None:
@@ -263,10 +263,22 @@ def _units(rng: random.Random, n: int, dim: int) -> list[list[float]]:
 
 
 def bench_search(
-    base: Settings, n_chunks: int, n_queries: int = 1000, seed: int = 7, text: BenchText = ZIPF_TEXT
+    base: Settings,
+    n_chunks: int,
+    n_queries: int = 1000,
+    seed: int = 7,
+    text: BenchText = ZIPF_TEXT,
+    *,
+    upstream_baseline: bool = True,
 ) -> dict[str, Any]:
-    """p50/p99 of a filtered top-5 search over n_chunks passages in 21 scopes of 3 tenants."""
+    """p50/p99 of a filtered top-5 search over n_chunks passages in 21 scopes of 3 tenants.
+
+    With `upstream_baseline`, the BM25 and hybrid searches are timed again on the same passages after
+    restarting the Milvus Lite server with milvus-lite's own BM25 scorer (`bot.milvus_server`), reported
+    under "upstream_bm25".
+    """
     from agent.types import Chunk
+    from bot.stack import start_milvus
 
     rng = random.Random(seed)
     dim = get_embeddings(base.embedding_model).dim
@@ -291,19 +303,54 @@ def bench_search(
                 vectors=_units(rng, size, dim),
             )
         store.flush()
-        milvus = next(p for p in stack.processes if p.name == "milvus")
-        _log("waiting for Milvus Lite's background compaction and index building ...")
-        report: dict[str, Any] = {
-            "chunks": store.count(),
-            "text": text.name,
-            "queries": n_queries,
-            "settle_s": round(wait_until_idle(milvus.pid), 1),
-        }
-        modes: tuple[SearchMode, ...] = ("dense", "bm25", "hybrid")
-        for mode in modes:
-            report.update(_time_searches(store, rng, audiences, dim, n_queries, mode, text))
+        report: dict[str, Any] = {"chunks": store.count(), "text": text.name, "queries": n_queries}
         store.client.close()
+        modes: tuple[SearchMode, ...] = ("dense", "bm25", "hybrid")
+        report.update(_time_server(stack, settings, dim, audiences, modes, n_queries, text, seed))
+        if upstream_baseline:
+            _log("restarting Milvus Lite with milvus-lite's own BM25 scorer (the baseline) ...")
+            milvus = next(p for p in stack.processes if p.name == "milvus")
+            milvus.stop()
+            stack.processes.remove(milvus)
+            port = settings.local_milvus_port
+            stack.processes.append(start_milvus(settings.data_dir, port, upstream_bm25=True))
+            baseline = _time_server(stack, settings, dim, audiences, ("bm25", "hybrid"), n_queries, text, seed)
+            report["upstream_bm25"] = baseline
     return report
+
+
+def _time_server(
+    stack: LocalStack,
+    settings: Settings,
+    dim: int,
+    audiences: list[Audience],
+    modes: tuple[SearchMode, ...],
+    n_queries: int,
+    text: BenchText,
+    seed: int,
+) -> dict[str, Any]:
+    """Wait for the stack's Milvus Lite to settle, then time `modes`; the same questions for the same seed."""
+    milvus = next(p for p in stack.processes if p.name == "milvus")
+    _log("waiting for Milvus Lite's background compaction and index building ...")
+    timings: dict[str, Any] = {"settle_s": round(wait_until_idle(milvus.pid), 1), "bm25_scorer": _scorer(milvus)}
+    store = KnowledgeStore(
+        settings.effective_milvus_uri, collection=settings.collection, dim=dim, embedding_name="bench"
+    )
+    try:
+        for mode in modes:
+            rng = random.Random(f"{seed}-{mode}")
+            timings.update(_time_searches(store, rng, audiences, dim, n_queries, mode, text))
+    finally:
+        store.client.close()
+    return timings
+
+
+def _scorer(milvus: ManagedProcess) -> str:
+    """Which BM25 scorer the Milvus Lite server says it runs (`bot.milvus_server`)."""
+    from bot.milvus_server import SCORER_LOG_PREFIX
+
+    lines = [line for line in milvus.log_tail(None).splitlines() if line.startswith(SCORER_LOG_PREFIX)]
+    return lines[-1].removeprefix(SCORER_LOG_PREFIX).split()[0] if lines else "unknown"
 
 
 def _time_searches(

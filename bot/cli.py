@@ -386,6 +386,10 @@ def bench_search(
         typer.Option(exists=True, file_okay=False, help="Draw passages from this corpus' word frequencies."),
     ] = None,
     qa: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Ask these questions.")] = None,
+    baseline: Annotated[
+        bool,
+        typer.Option("--baseline/--no-baseline", help="Time BM25 and hybrid again with milvus-lite's own BM25 scorer."),
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Latency of a filtered top-5 search (hybrid, dense-only, BM25-only) over N chunks."""
@@ -396,7 +400,7 @@ def bench_search(
         raise _fail("--corpus and --qa go together (passages from one, questions from the other)", 2)
     settings = _settings()
     text = corpus_text(settings, corpus, qa) if corpus and qa else ZIPF_TEXT
-    report = run(settings, chunks, queries, text=text)
+    report = run(settings, chunks, queries, text=text, upstream_baseline=baseline)
     _print_json(report) if as_json else out.print(report)
 
 

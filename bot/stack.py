@@ -34,18 +34,6 @@ REDIS_PORT_SETTING = "EXPERTBOT_LOCAL_REDIS_PORT"
 MILVUS_PORT_SETTING = "EXPERTBOT_LOCAL_MILVUS_PORT"
 TEAMS_PORT_SETTING = "EXPERTBOT_TEAMS_PORT"
 
-# `milvus-lite server` closes its data folder cleanly (drain requests, release the LOCK) only on
-# KeyboardInterrupt, and SIGINT may arrive already ignored (shells do that to background jobs), so run its CLI
-# with SIGTERM mapped to KeyboardInterrupt. Same arguments as the `milvus-lite` script.
-# Its garbage collector runs less often: the server holds millions of long-lived objects (BM25 posting lists)
-# and each search allocates thousands more, so with Python's default threshold (700) collections kept
-# interrupting searches (README, "Benchmarks": GC pauses and the p99).
-_MILVUS_MAIN = (
-    "import gc, signal, sys; gc.set_threshold(100_000, 50, 100); "
-    "signal.signal(signal.SIGTERM, signal.default_int_handler); "
-    "from milvus_lite.cmdline import main; sys.exit(main())"
-)
-
 
 class StackError(RuntimeError):
     """A local service could not start or died; the message says which, and why, with its log tail."""
@@ -79,14 +67,16 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def log_tail(self, lines: int = 20) -> str:
+    def log_tail(self, lines: int | None = 20) -> str:
+        """The last `lines` lines this run wrote to the log (all of them for None)."""
         try:
             with self.log_path.open("rb") as log:
                 log.seek(self._log_start)
                 text = log.read().decode(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+        all_lines = text.splitlines()
+        return "\n".join(all_lines if lines is None else all_lines[-lines:])
 
     def stop(self, timeout: float = 10) -> None:
         """SIGTERM the group, then SIGKILL it: no grandchild (e.g. a Celery pool process) may outlive us."""
@@ -163,15 +153,22 @@ def start_redis(data_dir: Path, port: int) -> ManagedProcess:
     return proc
 
 
-def start_milvus(data_dir: Path, port: int) -> ManagedProcess:
-    """Milvus Lite's gRPC server over `<data_dir>/milvus`, which it locks to this one process."""
+def start_milvus(data_dir: Path, port: int, *, upstream_bm25: bool = False) -> ManagedProcess:
+    """Milvus Lite's gRPC server over `<data_dir>/milvus`, which it locks to this one process.
+
+    It runs as `bot.milvus_server` (milvus-lite's CLI, with a clean stop on SIGTERM and faster BM25 scoring);
+    `upstream_bm25` keeps milvus-lite's own BM25 scorer, as the baseline for `expertbot bench search`.
+    """
     from pymilvus import MilvusClient  # slow to import; only needed here
+
+    from bot.milvus_server import UPSTREAM_BM25_FLAG
 
     ensure_port_free(port, MILVUS_PORT_SETTING)
     milvus_dir = (data_dir / "milvus").resolve()
-    args = [sys.executable, "-c", _MILVUS_MAIN, "server", "--data-dir", str(milvus_dir)]
-    args += ["--host", "127.0.0.1", "--port", str(port)]
-    proc = ManagedProcess("milvus", args, data_dir)
+    args = [sys.executable, "-m", "bot.milvus_server", *([UPSTREAM_BM25_FLAG] if upstream_bm25 else [])]
+    args += ["server", "--data-dir", str(milvus_dir), "--host", "127.0.0.1", "--port", str(port)]
+    env = {**os.environ, "PYTHONPATH": project_pythonpath()}
+    proc = ManagedProcess("milvus", args, data_dir, env=env)
 
     def ready() -> bool:
         try:

@@ -74,8 +74,16 @@ def test_corpus_text_keeps_the_corpus_words_and_passage_lengths_and_asks_its_que
 
 @pytest.mark.slow
 def test_search_benchmark_waits_for_milvus_then_times_every_mode(services, tmp_path: Path):
-    for text in (ZIPF_TEXT, corpus_text(services, *_tiny_corpus(tmp_path))):
-        report = bench_search(services, n_chunks=2000, n_queries=20, text=text)
+    for text, baseline in ((ZIPF_TEXT, True), (corpus_text(services, *_tiny_corpus(tmp_path)), False)):
+        report = bench_search(services, n_chunks=2000, n_queries=20, text=text, upstream_baseline=baseline)
         assert report["chunks"] == 2000 and report["settle_s"] >= 3.0 and report["text"] == text.name
+        assert report["bm25_scorer"] == "vectorized"
         for prefix in ("", "dense_", "bm25_"):
             assert 0 < report[f"{prefix}p50_ms"] <= report[f"{prefix}p99_ms"]
+        if baseline:  # the same searches on the same passages, after a restart with milvus-lite's scorer
+            upstream = report["upstream_bm25"]
+            assert upstream["bm25_scorer"] == "upstream" and upstream["settle_s"] >= 3.0
+            for prefix in ("", "bm25_"):
+                assert 0 < upstream[f"{prefix}p50_ms"] <= upstream[f"{prefix}p99_ms"]
+        else:
+            assert "upstream_bm25" not in report

@@ -1,0 +1,93 @@
+"""The Milvus Lite server `expertbot up` runs: its vectorized BM25 scorer must give milvus-lite's own results."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from milvus_lite.index.sparse_inverted import SparseInvertedIndex
+
+from bot import milvus_server
+from bot.milvus_server import install_vectorized_bm25, vectorized_bm25_search
+
+
+def _zipf_index(rng: random.Random, rows: int, vocabulary: int) -> SparseInvertedIndex:
+    """Rows of Zipf-distributed term counts: long posting lists for a few terms, and many tied scores."""
+    docs: list[dict[int, float]] = []
+    for _ in range(rows):
+        doc: dict[int, float] = {}
+        for _ in range(rng.randint(0, 40)):  # some rows are empty
+            term = min(vocabulary - 1, int(rng.paretovariate(1.0)))
+            doc[term] = doc.get(term, 0.0) + 1.0
+        docs.append(doc)
+    index = SparseInvertedIndex()
+    index.build(docs)
+    return index
+
+
+def _queries(rng: random.Random, n: int, vocabulary: int) -> list[dict[int, float]]:
+    def term() -> int:
+        return min(vocabulary + 5, int(rng.paretovariate(0.8)))
+
+    queries = [{term(): rng.choice([1.0, 1.0, 2.0]) for _ in range(rng.randint(1, 6))} for _ in range(n)]
+    return [*queries, {}, {vocabulary + 1000: 1.0}]  # no terms; a term no row has
+
+
+@pytest.mark.parametrize("top_k", [0, 1, 5, 20, 5000])
+@pytest.mark.parametrize("masked", [False, True])
+def test_vectorized_scorer_returns_exactly_what_milvus_lites_loop_returns(top_k: int, masked: bool):
+    rng = random.Random(top_k * 2 + masked)
+    index = _zipf_index(rng, rows=3000, vocabulary=200)
+    queries = _queries(rng, 60, vocabulary=200)
+    mask = np.array([rng.random() < 0.7 for _ in range(3000)]) if masked else None
+
+    expected_ids, expected_distances = index.search(queries, top_k, valid_mask=mask)
+    ids, distances = vectorized_bm25_search(index, queries, top_k, valid_mask=mask)
+
+    assert ids.dtype == expected_ids.dtype and distances.dtype == expected_distances.dtype
+    np.testing.assert_array_equal(ids, expected_ids)  # ties ranked alike, and the padding (-1, +inf) too
+    np.testing.assert_array_equal(distances, expected_distances)  # bit for bit: the same float32 arithmetic
+    if top_k == 20:  # ties at the cut are frequent here, so the order among equal scores was really tested
+        assert any(len(set(row[row > -np.inf].tolist())) < top_k for row in expected_distances)
+
+
+def test_equal_scores_rank_in_the_order_milvus_lite_meets_them_by_query_term_then_row():
+    index = SparseInvertedIndex()
+    index.build([{1: 1.0, 9: 1.0}, {2: 1.0, 9: 1.0}, {1: 1.0, 9: 1.0}, {2: 1.0, 9: 1.0}])  # terms 1 and 2 tie
+    query = [{2: 1.0, 1: 1.0}]
+    ids, distances = vectorized_bm25_search(index, query, 4)
+    assert len(set(distances[0].tolist())) == 1 and ids.tolist() == [[1, 3, 0, 2]]  # term 2's rows first
+    np.testing.assert_array_equal(ids, index.search(query, 4)[0])
+
+
+def test_vectorized_scorer_follows_a_rebuilt_index_and_an_empty_one():
+    rng = random.Random(3)
+    index = _zipf_index(rng, rows=500, vocabulary=50)
+    queries = _queries(rng, 20, vocabulary=50)
+    vectorized_bm25_search(index, queries, 10)  # caches this build's posting arrays
+    index.build([{1: 3.0}, {}, {1: 1.0, 2: 1.0}])
+    np.testing.assert_array_equal(vectorized_bm25_search(index, queries, 10)[0], index.search(queries, 10)[0])
+
+    empty = SparseInvertedIndex()
+    empty.build([])
+    ids, distances = vectorized_bm25_search(empty, [{1: 1.0}], 3)
+    assert ids.tolist() == [[-1, -1, -1]] and np.isinf(distances).all()
+    with pytest.raises(ValueError, match="valid_mask"):  # milvus-lite's own argument checks still apply
+        vectorized_bm25_search(index, queries, 10, valid_mask=np.ones(7, dtype=bool))
+
+
+def test_install_makes_every_bm25_index_use_the_vectorized_scorer(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(SparseInvertedIndex, "search", SparseInvertedIndex.search)  # restored after the test
+    index = _zipf_index(random.Random(4), rows=200, vocabulary=30)
+    assert install_vectorized_bm25()
+    index.search([{1: 1.0}], 5)
+    assert hasattr(index, "_expertbot_arrays")  # the call went through the vectorized scorer
+
+
+def test_install_leaves_an_unexpected_milvus_lite_alone(monkeypatch: pytest.MonkeyPatch):
+    original = SparseInvertedIndex.search
+    monkeypatch.setattr(SparseInvertedIndex, "search", original)
+    monkeypatch.setattr(milvus_server, "_INDEX_ATTRIBUTES", (*milvus_server._INDEX_ATTRIBUTES, "_renamed_field"))
+    assert not install_vectorized_bm25()
+    assert SparseInvertedIndex.search is original
