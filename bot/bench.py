@@ -125,11 +125,16 @@ def bench_ingest(base: Settings, corpus: Path) -> dict[str, Any]:
     with temporary_stack(base, worker=True) as settings:
         get_settings.cache_clear()  # the job client reads the temporary stack's settings
         audience = Audience("bench", "bench")
-        # One warm-up job per worker process (each takes one job at a time) loads the model everywhere.
-        for job in [
-            submit_ingest(settings, audience, f"# Warm-up {n}".encode(), f"warmup{n}.md") for n in range(processes)
-        ]:
-            wait_for_job(job, timeout_s=300)
+        # Warm-up jobs, a few per worker process, make sure every process has loaded the model (each loads it
+        # when it starts) and opened its connections before the clock starts.
+        warm_up = [
+            submit_ingest(settings, audience, f"# Warm-up {n}\n\nWarming up.".encode(), f"warmup{n}.md")
+            for n in range(3 * processes)
+        ]
+        for job in warm_up:
+            state = wait_for_job(job, timeout_s=300)
+            if state.state != "done" or state.result.get("status") != "ready":
+                raise RuntimeError(f"bench ingest: a warm-up job did not ingest its document: {state}")
         _log(f"ingesting {len(files)} files through the worker ({processes} processes) ...")
         started = time.perf_counter()
         jobs = [submit_ingest(settings, audience, data, name, name) for name, data in files]

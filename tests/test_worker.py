@@ -96,3 +96,11 @@ def test_a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing(services, 
     assert knowledge.store.count(audience) == expected
     (doc,) = knowledge.store.list_documents(audience.tenant, [audience.scope])
     assert doc.chunks == expected
+
+
+def test_an_ingest_workers_pool_process_loads_the_embedding_model_when_it_starts(services, worker):
+    """The first document shared after a start must not wait for the model: each pool process loads it at once."""
+    deadline = time.monotonic() + 60
+    while "loaded at start" not in worker.log_tail(None) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert f"embedding model {services.embedding_model} loaded at start" in worker.log_tail(None)

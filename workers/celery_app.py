@@ -11,14 +11,16 @@ again: every two seconds it renews, in Redis, the timestamp of each message this
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 from typing import Any, ClassVar
 
 from celery import Celery, bootsteps, signals
 from celery.schedules import crontab
 
-from agent.knowledge.embeddings import use_threads
+from agent.knowledge.embeddings import get_embeddings, use_threads
 from agent.logging_setup import job_id, setup_logging
 from agent.settings import get_settings
 from workers.names import FORGET_DOCUMENT, INGEST_DOCUMENT, INGEST_QUEUE, TRAIN_ADAPTER, TRAIN_NIGHTLY, TRAIN_QUEUE
@@ -107,17 +109,47 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     setup_logging(settings, level=loglevel or "INFO", fmt=settings.log_format)
 
 
+_log = logging.getLogger(__name__)
+_warm_up_embeddings = False  # set in an ingest worker before its pool forks, read in each pool process
+
+
 def _share_cores(sender: Any = None, **_: Any) -> None:
     """Give each pool process its share of the cores for embedding (set here, before the pool forks).
 
     Embedding is the CPU-bound part of ingestion: N processes with one core's threads each embed about 1.4 times
     faster than N processes that each try to use every core (measured: README, "Benchmarks").
     """
+    global _warm_up_embeddings
     cores = os.cpu_count() or 1
     processes = getattr(sender, "concurrency", None)
     if not isinstance(processes, int) or processes < 1:
         processes = cores  # "auto": Celery starts one process per core
     use_threads(get_settings().embed_threads or max(1, cores // processes))
+    queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
+    _warm_up_embeddings = INGEST_QUEUE in (getattr(queues, "consume_from", None) or {})
+
+
+def _load_embeddings_in_background(**_: Any) -> None:
+    """In each pool process of an ingest worker, load the embedding model as soon as the process starts.
+
+    Otherwise the first job of every process loads it (about a second of CPU; more while the other processes do
+    the same), so the first documents shared after a start wait for it. In a thread, because Celery gives a new
+    pool process only a few seconds (`worker_proc_alive_timeout`) to report that it is up; a job that arrives
+    meanwhile waits for the model to be loaded, as it would have loaded it anyway.
+    """
+    if not _warm_up_embeddings:
+        return
+
+    def load() -> None:
+        name, started = get_settings().embedding_model, time.monotonic()
+        try:
+            get_embeddings(name).embed_query("warm-up")
+        except Exception:  # the first job loads it again and reports the reason with the job
+            _log.exception("could not load the embedding model %s at start", name)
+            return
+        _log.info("embedding model %s loaded at start in %.1f s", name, time.monotonic() - started)
+
+    threading.Thread(target=load, name="embedding-warm-up", daemon=True).start()
 
 
 def _job_id_in_logs(task_id: str | None = None, **_: Any) -> None:
@@ -131,6 +163,7 @@ def _clear_job_id(**_: Any) -> None:
 
 signals.setup_logging.connect(_setup_logging)
 signals.worker_init.connect(_share_cores)
+signals.worker_process_init.connect(_load_embeddings_in_background)
 signals.task_prerun.connect(_job_id_in_logs)
 signals.task_postrun.connect(_clear_job_id)
 
