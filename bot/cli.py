@@ -369,11 +369,20 @@ def eval_answers(
 
 
 @bench_app.command("ingest")
-def bench_ingest(corpus: Annotated[Path, typer.Option(exists=True, file_okay=False)], as_json: JsonOpt = False) -> None:
+def bench_ingest(
+    corpus: Annotated[Path, typer.Option(exists=True, file_okay=False)],
+    processes: Annotated[
+        int | None, typer.Option("--processes", min=1, help="Worker processes (default: EXPERTBOT_WORKER_CONCURRENCY).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """End-to-end ingestion speed (Redis → worker → Milvus) beside raw embedding speed on the same chunks."""
     from bot.bench import bench_ingest as run
 
-    report = run(_settings(), corpus)
+    settings = _settings()
+    if processes is not None:
+        settings = settings.model_copy(update={"worker_concurrency": processes})
+    report = run(settings, corpus)
     _print_json(report) if as_json else out.print(report)
 
 

@@ -40,14 +40,16 @@ def test_each_worker_process_gets_its_share_of_the_cores(settings):
 
 
 @pytest.mark.slow
-def test_ingest_benchmark_reports_both_raw_layouts(services, tmp_path: Path):
+def test_ingest_benchmark_compares_with_every_raw_layout(services, tmp_path: Path):
     for n in range(3):
         body = "\n\n".join(f"Paragraph {p} of guide {n}: the build takes {p + n} minutes." for p in range(12))
         (tmp_path / f"guide{n}.md").write_text(f"# Guide {n}\n\n## Steps\n\n{body}\n")
-    report = bench_ingest(services.model_copy(update={"worker_concurrency": 2}), tmp_path)
-    assert report["files"] == 3 and report["chunks"] >= 3 and report["worker_processes"] == 2
-    layouts = [sum(report[f"embed_{name}_chunks_per_s"]) / 2 for name in ("one_process", "per_core")]
-    assert report["embed_chunks_per_s"] == pytest.approx(max(layouts), abs=0.2)  # the faster layout
+    processes = (os.cpu_count() or 1) + 1  # not one per core, so the worker's own layout is timed too
+    report = bench_ingest(services.model_copy(update={"worker_concurrency": processes}), tmp_path)
+    assert report["files"] == 3 and report["chunks"] >= 3 and report["worker_processes"] == processes
+    names = ("one_process", "per_core", "worker_layout")
+    layouts = [sum(report[f"embed_{name}_chunks_per_s"]) / 2 for name in names]
+    assert report["embed_chunks_per_s"] == pytest.approx(max(layouts), abs=0.2)  # the fastest layout
     assert report["ratio"] == pytest.approx(report["e2e_chunks_per_s"] / report["embed_chunks_per_s"], abs=0.01)
 
 
