@@ -105,7 +105,7 @@ def bench_ingest(base: Settings, corpus: Path) -> dict[str, Any]:
 
     The raw speed is the best of the layouts the cores allow, each measured before and after the end-to-end run
     (this machine's speed drifts): one process using every core; one single-threaded process per core; and, when
-    it differs, the worker's own layout (one more process than cores, by default). So the ratio measures what
+    it differs, the worker's own layout (`EXPERTBOT_WORKER_CONCURRENCY`, `--processes`). So the ratio measures what
     the pipeline costs, never a gain from using the cores differently from the baseline.
     """
     from agent.settings import get_settings

@@ -117,7 +117,8 @@ def _share_cores(sender: Any = None, **_: Any) -> None:
     """Give each pool process its share of the cores for embedding (set here, before the pool forks).
 
     Embedding is the CPU-bound part of ingestion: N processes with one core's threads each embed about 1.4 times
-    faster than N processes that each try to use every core (measured: README, "Benchmarks").
+    faster than N processes that each try to use every core (measured: README, "Benchmarks"). Also notes whether
+    this worker serves the ingest queue: only then do its pool processes load the embedding model at start.
     """
     global _warm_up_embeddings
     cores = os.cpu_count() or 1

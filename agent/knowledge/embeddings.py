@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-from functools import cache
 from typing import Any
 
 import numpy as np
@@ -121,10 +120,19 @@ class E5Small(PackagedEmbeddings):
 _MODELS: dict[str, type[PackagedEmbeddings]] = {m.name: m for m in (MultilingualUSE, MiniLM, E5Small)}
 
 
-@cache
+_instances: dict[str, PackagedEmbeddings] = {}
+_instances_lock = threading.Lock()
+
+
 def get_embeddings(name: EmbeddingModelName) -> PackagedEmbeddings:
-    """One shared instance per model and process (loading takes seconds; encoding is thread-safe)."""
-    try:
-        return _MODELS[name]()
-    except KeyError:
-        raise ValueError(f"unknown embedding model {name!r}; choose one of {sorted(_MODELS)}") from None
+    """One shared instance per model and process (loading takes seconds; encoding is thread-safe).
+
+    Locked: a worker's warm-up thread and its first job may ask at the same moment, and two instances would
+    each load the model.
+    """
+    with _instances_lock:
+        if name not in _instances:
+            if name not in _MODELS:
+                raise ValueError(f"unknown embedding model {name!r}; choose one of {sorted(_MODELS)}")
+            _instances[name] = _MODELS[name]()
+        return _instances[name]
