@@ -146,15 +146,7 @@ def install_vectorized_bm25() -> bool:
     if not all(hasattr(probe, name) for name in _INDEX_ATTRIBUTES):
         return False
 
-    def search(
-        self: Any,
-        query_sparse_vectors: list[dict[int, float]],
-        top_k: int,
-        valid_mask: npt.NDArray[np.bool_] | None = None,
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        return vectorized_bm25_search(self, query_sparse_vectors, top_k, valid_mask)
-
-    SparseInvertedIndex.search = search
+    SparseInvertedIndex.search = vectorized_bm25_search  # a plain function: the index is its first argument
     return True
 
 
