@@ -11,8 +11,9 @@ arguments and changes three things, in this process only:
 - BM25 scoring over numpy arrays. milvus-lite 3.2 scores a query with a Python loop over every posting of
   every query term, doing float32 numpy-scalar arithmetic per posting; that loop was 87% of a BM25 search.
   `vectorized_bm25_search` computes the same formula over whole posting lists at once, in the same float32
-  arithmetic, and ranks ties the same way, so its results are identical. `--upstream-bm25` keeps milvus-lite's
-  own loop: the baseline of `expertbot bench search`, and a way back should a later milvus-lite differ.
+  arithmetic, and ranks ties the same way, so its results are identical; tests/test_milvus_server.py checks
+  that against the installed milvus-lite (pinned in pyproject.toml: run them when upgrading it).
+  `--upstream-bm25` keeps milvus-lite's own loop: the baseline of `expertbot bench search`.
 
 A Milvus server or cluster scores BM25 in C++ and needs none of this.
 """
