@@ -196,3 +196,27 @@ def test_docs_migrate_command(services, collection, monkeypatch):
     assert first.exit_code == 0 and f"moved 9 passages into {buckets} audience buckets" in first.stdout
     assert again.exit_code == 0 and "nothing to migrate" in again.stderr
     assert listed.exit_code == 0  # the knowledge base opens again
+
+
+def test_after_a_milvus_lite_restart_a_new_process_reads_without_an_error(tmp_path, caplog):
+    """Milvus Lite starts with every collection released; a reader loads its buckets before reading them."""
+    from bot.stack import free_port, start_milvus
+
+    port, audience = free_port(), Audience("acme", "C-ops")
+    server = start_milvus(tmp_path, port)
+    try:
+        writer = KnowledgeStore(f"http://127.0.0.1:{port}", collection="kb", dim=DIM, embedding_name="test")
+        _write(writer, audience, "runbook.md", "restart the zorblax gateway with zorctl")
+        writer.flush()
+        writer.client.close()
+    finally:
+        server.stop()
+    server = start_milvus(tmp_path, port)  # the same data, every collection released
+    try:
+        reader = KnowledgeStore(f"http://127.0.0.1:{port}", collection="kb", dim=DIM, embedding_name="test")
+        with caplog.at_level("ERROR", logger="pymilvus"):
+            assert _ask(reader, audience, "zorblax gateway") == {"runbook.md"}
+        assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+        reader.client.close()
+    finally:
+        server.stop()

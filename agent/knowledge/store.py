@@ -190,6 +190,7 @@ class KnowledgeStore:
         self._ready = False
         self._known: set[str] = set()  # bucket collections known to exist (any process may create one)
         self._opened: set[str] = set()  # bucket collections this process has checked, or made, ready to write
+        self._loaded: set[str] = set()  # bucket collections this process has loaded (or made) for reading
         self._model_tag = f"{embedding_name} dim={dim} buckets={BUCKETS}"
 
     def bucket(self, tenant: str, scope: str) -> str:
@@ -310,6 +311,7 @@ class KnowledgeStore:
             self._create(name, *self._bucket_schema())
             self._opened.add(name)
             self._known.add(name)
+            self._loaded.add(name)
         return name
 
     def _writable(self, audience: Audience) -> str:
@@ -329,7 +331,14 @@ class KnowledgeStore:
         wanted = sorted(set(names))
         if not self._known.issuperset(wanted):
             self.buckets()
-        return [n for n in wanted if n in self._known]
+        found = [n for n in wanted if n in self._known]
+        for name in found:
+            # Loaded once per process before its first read: a Milvus Lite server starts with every collection
+            # released, and a read that finds one released fails (pymilvus logs an ERROR) before it is reloaded.
+            if name not in self._loaded:
+                self.client.load_collection(name)
+                self._loaded.add(name)
+        return found
 
     def _readable(self, audience: Audience) -> list[str]:
         """The buckets that may hold passages `audience` can see."""
