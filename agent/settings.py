@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     milvus_token: str | None = Field(None, validation_alias=_env("MILVUS_TOKEN"))
     local_redis_port: int = Field(6390, ge=1, le=65535)
     local_milvus_port: int = Field(19530, ge=1, le=65535)
+    milvus_lite_bm25: Literal["vectorized", "upstream"] = Field(
+        "vectorized",
+        description="BM25 scorer of the embedded Milvus Lite server: expertbot's vectorized one (same results, "
+        "faster) or milvus-lite's own.",
+    )
     collection: str = Field(
         "expertbot_chunks",
         pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,239}$",  # Milvus names have 255 characters; buckets add "_passages_NN"

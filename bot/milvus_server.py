@@ -13,7 +13,8 @@ arguments and changes three things, in this process only:
   `vectorized_bm25_search` computes the same formula over whole posting lists at once, in the same float32
   arithmetic, and ranks ties the same way, so its results are identical; tests/test_milvus_server.py checks
   that against the installed milvus-lite (pinned in pyproject.toml: run them when upgrading it).
-  `--upstream-bm25` keeps milvus-lite's own loop: the baseline of `expertbot bench search`.
+  `--upstream-bm25` keeps milvus-lite's own loop (`EXPERTBOT_MILVUS_LITE_BM25=upstream`; the baseline of
+  `expertbot bench search`).
 
 A Milvus server or cluster scores BM25 in C++ and needs none of this.
 """

@@ -325,7 +325,11 @@ class LocalStack:
             if s.uses_embedded_redis:
                 self._start(f"Redis on 127.0.0.1:{redis_port}", lambda: start_redis(s.data_dir, redis_port))
             if s.uses_embedded_milvus:
-                self._start(f"Milvus Lite on 127.0.0.1:{milvus_port}", lambda: start_milvus(s.data_dir, milvus_port))
+                upstream = s.milvus_lite_bm25 == "upstream"
+                self._start(
+                    f"Milvus Lite on 127.0.0.1:{milvus_port}",
+                    lambda: start_milvus(s.data_dir, milvus_port, upstream_bm25=upstream),
+                )
             if self.worker:
                 n = s.ingest_processes
                 self._start(f"ingest worker ({n})", lambda: start_worker(s, [INGEST_QUEUE], n, "ingest"))

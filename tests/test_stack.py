@@ -95,6 +95,15 @@ def test_taken_port_names_the_setting(tmp_path: Path, taken_port: int) -> None:
     assert not (tmp_path / "logs").exists()
 
 
+@pytest.mark.parametrize("scorer", ["vectorized", "upstream"])
+def test_the_milvus_lite_server_runs_the_bm25_scorer_the_settings_name(tmp_path: Path, scorer: str) -> None:
+    from bot.milvus_server import SCORER_LOG_PREFIX
+
+    with LocalStack(make_settings(tmp_path, milvus_lite_bm25=scorer), worker=False) as stack:
+        milvus = next(p for p in stack.processes if p.name == "milvus")
+        assert f"{SCORER_LOG_PREFIX}{scorer} " in milvus.log_tail(None)
+
+
 def test_local_stack_stop_leaves_nothing_running(tmp_path: Path) -> None:
     before = signal.getsignal(signal.SIGTERM)
     with LocalStack(make_settings(tmp_path), worker=False) as stack:
