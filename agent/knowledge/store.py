@@ -127,13 +127,26 @@ _NOT_LOADED = 101
 
 
 class _ReloadingClient(MilvusClient):  # type: ignore[misc]
-    """A MilvusClient whose reads load the collection again when a restarted server has released it.
+    """A MilvusClient whose reads find their collection loaded, also after a Milvus restart.
 
-    Without this, every process connected across a Milvus restart (workers, bots) would fail all its reads
-    until it was restarted itself, and the ingestion jobs' retries would run out.
+    A Milvus Lite server starts with every collection released, and a read of a released collection fails
+    (pymilvus logs an ERROR) until someone loads it. So a read loads its collection first, once per client, and
+    a read that still finds it released (the server restarted under a running process) loads it again and
+    retries. Without this, every process connected across a Milvus restart (workers, bots) would fail all its
+    reads until it was restarted itself, and the ingestion jobs' retries would run out.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loaded: set[str] = set()  # collections this client has loaded
+
+    def load_collection(self, collection_name: str, *args: Any, **kwargs: Any) -> None:
+        super().load_collection(collection_name, *args, **kwargs)
+        self._loaded.add(collection_name)
+
     def _again(self, method: Any, collection: str, *args: Any, **kwargs: Any) -> Any:
+        if collection not in self._loaded:
+            self.load_collection(collection)
         try:
             return method(collection, *args, **kwargs)
         except MilvusException as exc:
@@ -190,7 +203,6 @@ class KnowledgeStore:
         self._ready = False
         self._known: set[str] = set()  # bucket collections known to exist (any process may create one)
         self._opened: set[str] = set()  # bucket collections this process has checked, or made, ready to write
-        self._loaded: set[str] = set()  # bucket collections this process has loaded (or made) for reading
         self._model_tag = f"{embedding_name} dim={dim} buckets={BUCKETS}"
 
     def bucket(self, tenant: str, scope: str) -> str:
@@ -311,7 +323,6 @@ class KnowledgeStore:
             self._create(name, *self._bucket_schema())
             self._opened.add(name)
             self._known.add(name)
-            self._loaded.add(name)
         return name
 
     def _writable(self, audience: Audience) -> str:
@@ -331,14 +342,7 @@ class KnowledgeStore:
         wanted = sorted(set(names))
         if not self._known.issuperset(wanted):
             self.buckets()
-        found = [n for n in wanted if n in self._known]
-        for name in found:
-            # Loaded once per process before its first read: a Milvus Lite server starts with every collection
-            # released, and a read that finds one released fails (pymilvus logs an ERROR) before it is reloaded.
-            if name not in self._loaded:
-                self.client.load_collection(name)
-                self._loaded.add(name)
-        return found
+        return [n for n in wanted if n in self._known]
 
     def _readable(self, audience: Audience) -> list[str]:
         """The buckets that may hold passages `audience` can see."""
