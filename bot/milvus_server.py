@@ -116,9 +116,9 @@ def vectorized_bm25_search(
             if term is None:
                 continue
             tf_norm = term.tf_k1 / (term.tf + arrays.length_norm[term.rows])
-            # A row appears once in a posting list, so fancy-indexed += adds exactly once per row.
+            # A row appears once in a posting list, so fancy-indexed updates touch each row exactly once.
             scores[term.rows] += term.idf * tf_norm * np.float32(weight)
-            np.minimum.at(first_term, term.rows, term_index)
+            first_term[term.rows] = np.minimum(first_term[term.rows], term_index)
         matched = first_term < len(query)
         if valid_mask is not None:
             matched &= valid_mask
