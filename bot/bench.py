@@ -126,8 +126,8 @@ def bench_ingest(base: Settings, corpus: Path) -> dict[str, Any]:
     with temporary_local_stack(base, worker=True) as stack:
         settings = stack.settings
         get_settings.cache_clear()  # the job client reads the temporary stack's settings
-        worker = next(p for p in stack.processes if p.name.startswith("worker"))
-        pool_size = len(psutil.Process(worker.pid).children())  # what really runs, as a check on the settings
+        # What really runs, as a check on the settings.
+        pool_size = len(psutil.Process(_process(stack, "worker-ingest").pid).children())
         audience = Audience("bench", "bench")
         # Warm-up jobs, a few per worker process, make sure every process has loaded the model (each loads it
         # when it starts) and opened its connections before the clock starts.
@@ -318,7 +318,7 @@ def bench_search(
         report.update(_time_server(stack, settings, dim, audiences, modes, n_queries, text, seed))
         if upstream_baseline:
             _log("restarting Milvus Lite with milvus-lite's own BM25 scorer (the baseline) ...")
-            milvus = next(p for p in stack.processes if p.name == "milvus")
+            milvus = _process(stack, "milvus")
             milvus.stop()
             stack.processes.remove(milvus)
             port = settings.local_milvus_port
@@ -339,7 +339,7 @@ def _time_server(
     seed: int,
 ) -> dict[str, Any]:
     """Wait for the stack's Milvus Lite to settle, then time `modes`; the same questions for the same seed."""
-    milvus = next(p for p in stack.processes if p.name == "milvus")
+    milvus = _process(stack, "milvus")
     _log("waiting for Milvus Lite's background compaction and index building ...")
     timings: dict[str, Any] = {"settle_s": round(wait_until_idle(milvus.pid), 1), "bm25_scorer": _scorer(milvus)}
     store = KnowledgeStore(
@@ -352,6 +352,10 @@ def _time_server(
     finally:
         store.client.close()
     return timings
+
+
+def _process(stack: LocalStack, name: str) -> ManagedProcess:
+    return next(p for p in stack.processes if p.name == name)
 
 
 def _scorer(milvus: ManagedProcess) -> str:
