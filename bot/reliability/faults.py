@@ -124,8 +124,8 @@ def worker_kills(h: Harness, kills: int = 20, documents: int = 30, sections: int
         if not busy:  # nothing left to interrupt
             h.stop_worker(worker)
             break
-        # Somewhere inside its first job (loading the model, parsing, embedding, saving) or a later one: kills spread
-        # over different jobs instead of always hitting the one that comes back first.
+        # Somewhere inside its first job (parsing, embedding, saving; perhaps still loading the model) or a later
+        # one: kills spread over different jobs instead of always hitting the one that comes back first.
         time.sleep(rng.uniform(0.3, 3.0))
         if not wait_until(lambda w=worker: _busy(w), 30, poll_s=0.02):
             h.stop_worker(worker)  # it has finished everything: nothing left to interrupt
