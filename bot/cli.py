@@ -377,7 +377,7 @@ def bench_ingest(
     as_json: JsonOpt = False,
 ) -> None:
     """End-to-end ingestion speed (Redis → worker → Milvus) beside raw embedding speed on the same chunks."""
-    from bot.bench import bench_ingest as run
+    from bot.bench.speed import bench_ingest as run
 
     settings = _settings()
     if processes is not None:
@@ -402,8 +402,8 @@ def bench_search(
     as_json: JsonOpt = False,
 ) -> None:
     """Latency of a filtered top-5 search (hybrid, dense-only, BM25-only) over N chunks."""
-    from bot.bench import ZIPF_TEXT, corpus_text
-    from bot.bench import bench_search as run
+    from bot.bench.speed import ZIPF_TEXT, corpus_text
+    from bot.bench.speed import bench_search as run
 
     if (corpus is None) != (qa is None):
         raise _fail("--corpus and --qa go together (passages from one, questions from the other)", 2)
@@ -449,7 +449,7 @@ def bench_teams(
     as_json: JsonOpt = False,
 ) -> None:
     """Latency of the Teams endpoint's acknowledgement (HTTP answer to the connector) on loopback."""
-    from bot.teams.bench import bench_teams as run
+    from bot.bench.teams import bench_teams as run
 
     report = run(_settings(), concurrency=concurrency, requests=requests, questions=questions)
     _print_json(report) if as_json else out.print(report)
@@ -467,7 +467,7 @@ def bench_reliability(
     as_json: JsonOpt = False,
 ) -> None:
     """Faults survived, nothing lost, nothing leaked: each scenario on a throw-away stack, with its figures."""
-    from bot.reliability.registry import run_suite, scenario
+    from bot.bench.reliability.registry import run_suite, scenario
 
     try:
         for name in only or []:
@@ -496,7 +496,7 @@ def bench_slack(
     as_json: JsonOpt = False,
 ) -> None:
     """Slack HTTP mode on loopback: acknowledgement latency (p50/p99) under load and answers per second."""
-    from bot.slack.bench import bench_slack as run
+    from bot.bench.slack import bench_slack as run
 
     report = run(_settings(), concurrency, requests, drain)
     _print_json(report) if as_json else out.print(report)

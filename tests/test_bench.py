@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from agent.knowledge import embeddings
-from bot.bench import ZIPF_TEXT, _synthetic_text, bench_ingest, bench_search, corpus_text
+from bot.bench.speed import ZIPF_TEXT, _synthetic_text, bench_ingest, bench_search, corpus_text
 from workers.celery_app import _share_cores
 
 

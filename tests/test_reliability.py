@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from bot.bench.reliability.registry import SCENARIOS, run_suite
 from bot.cli import app
-from bot.reliability.registry import SCENARIOS, run_suite
 
 BUILT_IN = [s.name for s in SCENARIOS if not s.hook]
 HOOKS = [s.name for s in SCENARIOS if s.hook]

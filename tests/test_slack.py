@@ -19,9 +19,9 @@ from fpdf import FPDF
 
 from agent.chat import ChatCore, make_chat_core
 from bot.assistant import Assistant
+from bot.bench.fakes.slack_api import LocalSlack
+from bot.bench.fakes.slack_loopback import Loopback, loopback
 from bot.slack.blocks import VOTE_UP
-from bot.slack.localapi import LocalSlack
-from bot.slack.loopback import Loopback, loopback
 
 FIXTURES = Path(__file__).parent / "fixtures" / "slack"
 FACT = "The Quaxley turbine must be serviced every 417 operating hours by a certified engineer."

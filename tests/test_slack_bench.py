@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bot.slack.bench import bench_slack, duplicate_deliveries, forged_requests
+from bot.bench.slack import bench_slack, duplicate_deliveries, forged_requests
 
 
 def test_forged_replayed_and_stale_requests_are_never_accepted():
@@ -41,7 +41,7 @@ def test_the_local_stack_starts_the_slack_app_only_when_tokens_are_set(services)
     import json
     import urllib.request
 
-    from bot.slack.localapi import signed_headers
+    from bot.bench.fakes.slack_api import signed_headers
     from bot.stack import LocalStack, free_port
 
     assert not LocalStack(services, worker=False, slack=True).slack  # no tokens: no Slack app

@@ -23,8 +23,8 @@ from aiohttp import web
 
 from agent.types import Audience
 from bot.assistant import Assistant
+from bot.bench.fakes.bot_connector import LoopbackConnector, Sent
 from bot.teams.app import create_app
-from bot.teams.loopback import LoopbackConnector, Sent
 
 FIXTURES = Path(__file__).parent / "fixtures" / "teams"
 GUIDE = b"# Zorblax Guide\n\n## Ports\n\nThe Zorblax gateway listens on port 7341 for admin traffic.\n"
@@ -404,7 +404,7 @@ def test_the_served_endpoint_answers_as_a_child_process(services):
 
 
 def test_reliability_figures_duplicates_and_unauthenticated():
-    from bot.teams.bench import duplicate_deliveries, unauthenticated_requests
+    from bot.bench.teams import duplicate_deliveries, unauthenticated_requests
 
     dup = duplicate_deliveries(6)
     assert dup == {"name": "teams_duplicate_deliveries", "ok": True, "delivered": 6, "answered": 1}

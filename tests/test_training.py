@@ -33,7 +33,7 @@ from agent.models.registry import MANIFEST_KEYS, tenant_registry
 from agent.models.tiny import build_tiny_adapter, build_tiny_phi3
 from agent.settings import Settings, get_settings, load_settings
 from agent.types import TENANT_WIDE, Audience, ChatRequest
-from bot.bench import temporary_environ
+from bot.bench.speed import temporary_environ
 from bot.cli import app as cli_app
 from workers.client import job_status, submit_ingest, submit_training, wait_for_job
 from workers.names import TRAIN_NIGHTLY, TRAIN_QUEUE

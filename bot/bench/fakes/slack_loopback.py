@@ -15,8 +15,8 @@ import aiohttp
 
 from agent.settings import Settings
 from bot.assistant import Assistant
+from bot.bench.fakes.slack_api import LocalSlack, signed_headers
 from bot.slack.app import SlackBot
-from bot.slack.localapi import LocalSlack, signed_headers
 from bot.slack.serve import EVENTS_PATH, start_http
 
 SECRET = "local-signing-secret"

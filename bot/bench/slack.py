@@ -25,8 +25,8 @@ import aiohttp
 from agent.settings import Settings, load_settings
 from agent.types import TENANT_WIDE, Audience
 from bot.assistant import Assistant
-from bot.slack.localapi import LocalSlack
-from bot.slack.loopback import SECRET, Loopback, loopback, mention
+from bot.bench.fakes.slack_api import LocalSlack
+from bot.bench.fakes.slack_loopback import SECRET, Loopback, loopback, mention
 
 TEAM = "T0BENCH"
 DOCUMENT = b"""# Travel Policy
@@ -92,7 +92,7 @@ def bench_slack(base: Settings, concurrency: int = 50, requests: int = 2000, dra
     Answers are counted until all are posted or `drain_s` after the last acknowledgement, whichever is first;
     `answers_pending` says how many were still queued then (2 shared cores answer a few questions a second).
     """
-    from bot.bench import temporary_stack
+    from bot.bench.speed import temporary_stack
 
     with temporary_stack(base, worker=False) as settings:
         _seed(settings)
@@ -244,7 +244,7 @@ async def _load(lb: Loopback, concurrency: int, requests: int, first: int = 0) -
 def duplicate_deliveries(n: int = 20) -> dict[str, Any]:
     """`n` events, each delivered three times (the original, then X-Slack-Retry-Num 1 and 2) to two bot
     instances that share only Redis, all at once: each must be answered exactly once."""
-    from bot.bench import temporary_stack
+    from bot.bench.speed import temporary_stack
 
     with temporary_stack(load_settings(), worker=False) as settings:
         return asyncio.run(_duplicates(settings, n))

@@ -24,7 +24,7 @@ import jwt
 from aiohttp import web
 
 from agent.settings import Settings, load_settings
-from bot.teams.loopback import LoopbackConnector
+from bot.bench.fakes.bot_connector import LoopbackConnector
 
 TARGET_P99_MS = 200.0
 APP_ID = "6d0c2f3a-9b1e-4c5d-8e7f-0a1b2c3d4e5f"
@@ -92,7 +92,7 @@ def bench_teams(
     base: Settings, *, concurrency: int = 50, requests: int = 2000, questions: bool = False
 ) -> dict[str, Any]:
     """Acknowledgement latency of POST /api/messages under `concurrency` parallel requests; replies counted too."""
-    from bot.bench import temporary_stack
+    from bot.bench.speed import temporary_stack
     from bot.stack import free_port, start_teams
 
     with temporary_stack(base, worker=False) as settings:

@@ -1,7 +1,7 @@
 """Which scenarios the suite runs, with what sizes, and how: all in one child process that owns the stack.
 
 A scenario is a function returning {"name", "ok", ...figures}. Built-in ones take the harness and their sizes;
-the chat surfaces' ones (`bot/slack/bench.py`, `bot/teams/bench.py`) take a count `n` and are found by import
+the chat surfaces' ones (`bot/bench/slack.py`, `bot/bench/teams.py`) take a count `n` and are found by import
 name, so the suite runs them as soon as they exist and shows a "not available" row until then.
 """
 
@@ -52,37 +52,37 @@ def _sizes(full: dict[str, Any], quick: dict[str, Any], test: dict[str, Any]) ->
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "worker kill -9",
-        "bot.reliability.faults:worker_kills",
+        "bot.bench.reliability.faults:worker_kills",
         _sizes({"kills": 20, "documents": 40}, {"kills": 5, "documents": 20}, {"kills": 1, "documents": 8}),
         what="an ingest worker killed mid-job N times: every document exactly once",
     ),
     Scenario(
         "redis restart",
-        "bot.reliability.faults:redis_restart",
+        "bot.bench.reliability.faults:redis_restart",
         _sizes({"jobs": 30}, {"jobs": 15}, {"jobs": 5}),
         what="Redis killed (kill -9) and restarted with jobs queued: no job lost",
     ),
     Scenario(
         "milvus restart",
-        "bot.reliability.faults:milvus_restart",
+        "bot.bench.reliability.faults:milvus_restart",
         _sizes({"jobs": 20, "down_s": 10}, {"jobs": 10, "down_s": 6}, {"jobs": 4, "down_s": 3}),
         what="Milvus stopped during ingestion and started again: the jobs finish after it returns",
     ),
     Scenario(
         "hostile files",
-        "bot.reliability.hostile:hostile_files",
+        "bot.bench.reliability.hostile:hostile_files",
         _sizes({}, {}, {}),
         what="corrupt/encrypted PDF, zip bomb, empty, oversize, login page, binary: clear reply, bounded memory",
     ),
     Scenario(
         "audience isolation",
-        "bot.reliability.isolation:audience_isolation",
+        "bot.bench.reliability.isolation:audience_isolation",
         _sizes({"questions": 200}, {"questions": 40}, {"documents": 60, "questions": 12, "chat_answers": 10}),
         what="200 documents, 20 scopes, 3 tenants; every question from every scope; and training data",
     ),
     Scenario(
         "simulated users",
-        "bot.reliability.load:simulated_users",
+        "bot.bench.reliability.load:simulated_users",
         _sizes(
             {"users": 50, "duration_s": 300},
             {"users": 50, "duration_s": 30},
@@ -92,28 +92,28 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         "slack duplicate deliveries",
-        "bot.slack.bench:duplicate_deliveries",
+        "bot.bench.slack:duplicate_deliveries",
         _sizes({"n": 1000}, {"n": 200}, {"n": 50}),
         hook=True,
         what="the same Slack event delivered again (retries): answered once",
     ),
     Scenario(
         "slack forged requests",
-        "bot.slack.bench:forged_requests",
+        "bot.bench.slack:forged_requests",
         _sizes({"n": 500}, {"n": 100}, {"n": 30}),
         hook=True,
         what="forged, replayed or stale Slack requests: none accepted",
     ),
     Scenario(
         "teams duplicate deliveries",
-        "bot.teams.bench:duplicate_deliveries",
+        "bot.bench.teams:duplicate_deliveries",
         _sizes({"n": 1000}, {"n": 200}, {"n": 50}),
         hook=True,
         what="the same Teams activity delivered again: answered once",
     ),
     Scenario(
         "teams unauthenticated requests",
-        "bot.teams.bench:unauthenticated_requests",
+        "bot.bench.teams:unauthenticated_requests",
         _sizes({"n": 500}, {"n": 100}, {"n": 30}),
         hook=True,
         what="Teams requests without a valid Bot Framework token: none accepted",
@@ -150,7 +150,7 @@ def run_suite(
         with tempfile.NamedTemporaryFile(prefix="expertbot-reliability-", suffix=".jsonl") as results:
             args = ["--profile", profile, "--results", results.name, *runnable]
             child = subprocess.Popen(
-                [sys.executable, "-m", "bot.reliability.runner", *args],
+                [sys.executable, "-m", "bot.bench.reliability.runner", *args],
                 stdout=2,  # progress and the scenarios' own output: for people, on our stderr (fd 2)
                 env=env,
             )

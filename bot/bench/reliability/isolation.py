@@ -16,7 +16,7 @@ from agent.knowledge.ingest import ingest_bytes
 from agent.knowledge.service import open_knowledge
 from agent.learning import CuratedItem, LearningStore, tenant_wide_only
 from agent.types import TENANT_WIDE, Audience, ChatRequest
-from bot.reliability.harness import Harness
+from bot.bench.reliability.harness import Harness
 
 _SYLLABLES = ["ka", "lo", "mi", "ru", "se", "ta", "vo", "ne", "pi", "da", "ge", "hu", "zo", "ri", "fa", "be"]
 

@@ -17,7 +17,7 @@ from agent.knowledge.ingest import ingest_bytes
 from agent.knowledge.service import open_knowledge
 from agent.types import Audience
 from bot.assistant import Assistant, Conversation
-from bot.reliability.harness import Harness
+from bot.bench.reliability.harness import Harness
 
 TOPICS = [
     ("Travel", "Employees travelling to Vilnius receive a per diem of 84 EUR.", "How much is the per diem in Vilnius?"),

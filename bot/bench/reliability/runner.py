@@ -1,4 +1,4 @@
-"""The child process of the suite: `python -m bot.reliability.runner --profile quick NAME...`.
+"""The child process of the suite: `python -m bot.bench.reliability.runner --profile quick NAME...`.
 
 It builds the harness first (before any settings are read), runs each scenario, and appends one result line per
 scenario to the `--results` file; progress goes to stderr. A scenario that raises is a failed row, not a crashed suite.
@@ -18,8 +18,8 @@ import time
 import traceback
 from typing import Any
 
-from bot.reliability.harness import Harness
-from bot.reliability.registry import Scenario, scenario
+from bot.bench.reliability.harness import Harness
+from bot.bench.reliability.registry import Scenario, scenario
 
 
 def run_one(h: Harness, s: Scenario, profile: str) -> dict[str, Any]:
@@ -41,7 +41,7 @@ def run_one(h: Harness, s: Scenario, profile: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bot.reliability.runner")
+    parser = argparse.ArgumentParser(prog="bot.bench.reliability.runner")
     parser.add_argument("--profile", choices=("full", "quick", "test"), default="full")
     parser.add_argument("--results", required=True, help="File to append one JSON result line per scenario to.")
     parser.add_argument("names", nargs="+")
