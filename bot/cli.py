@@ -81,7 +81,7 @@ def up(
     teams: Annotated[bool, typer.Option("--teams/--no-teams", help="Serve the Teams endpoint too.")] = True,
 ) -> None:
     """Start the local stack (Milvus Lite, Redis unless REDIS_URL is set, a worker, the Teams endpoint)."""
-    from bot.stack import LocalStack, StackError
+    from bot.localstack import LocalStack, StackError
 
     settings = _settings()
     try:

@@ -18,7 +18,7 @@ from urllib.parse import urlparse, urlunparse
 import pytest
 import redis
 
-from bot.stack import free_port
+from bot.localstack import free_port
 
 _TMP = Path(tempfile.mkdtemp(prefix="expertbot-tests-"))
 _USER_REDIS = os.environ.get("REDIS_URL")
@@ -50,7 +50,7 @@ def settings() -> Iterator[object]:
 @pytest.fixture(scope="session")
 def services(settings) -> Iterator[object]:
     """Redis and a Milvus Lite server for the whole session."""
-    from bot.stack import start_milvus, start_redis
+    from bot.localstack import start_milvus, start_redis
 
     procs = []
     if not _USER_REDIS:
@@ -68,7 +68,7 @@ def services(settings) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def worker(services) -> Iterator[object]:
     """One ingest worker process for the session."""
-    from bot.stack import start_worker
+    from bot.localstack import start_worker
     from workers.names import INGEST_QUEUE
 
     proc = start_worker(services, [INGEST_QUEUE], 1, "session")

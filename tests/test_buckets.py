@@ -200,7 +200,7 @@ def test_docs_migrate_command(services, collection, monkeypatch):
 
 def test_after_a_milvus_lite_restart_a_new_process_reads_without_an_error(tmp_path, caplog):
     """Milvus Lite starts with every collection released; a reader loads its buckets before reading them."""
-    from bot.stack import free_port, start_milvus
+    from bot.localstack import free_port, start_milvus
 
     port, audience = free_port(), Audience("acme", "C-ops")
     server = start_milvus(tmp_path, port)

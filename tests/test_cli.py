@@ -238,7 +238,7 @@ def test_eval_retrieval_on_a_tiny_corpus(services, tmp_path: Path) -> None:
 
 
 def test_unreachable_services_get_one_clear_line_not_a_traceback(tmp_path):
-    from bot.stack import free_port
+    from bot.localstack import free_port
 
     port = free_port()  # nothing listens behind it
     env = {**os.environ, "MILVUS_URI": f"http://127.0.0.1:{port}", "REDIS_URL": f"redis://127.0.0.1:{port}/0"}

@@ -13,7 +13,7 @@ from aiohttp import web
 from agent.models.registry import ADAPTER_FILES, tenant_registry
 from agent.settings import Settings
 from bot.health import add_health_routes
-from bot.stack import free_port
+from bot.localstack import free_port
 
 
 async def _get(settings: Settings, path: str = "/healthz") -> tuple[int, dict[str, Any]]:

@@ -9,7 +9,7 @@ import pytest
 from milvus_lite.index.sparse_inverted import SparseInvertedIndex
 
 from bot import milvus_server
-from bot.milvus_server import install_vectorized_bm25, vectorized_bm25_search
+from bot.localstack.milvus_server import install_vectorized_bm25, vectorized_bm25_search
 
 
 def _zipf_index(rng: random.Random, rows: int, vocabulary: int) -> SparseInvertedIndex:

@@ -42,7 +42,7 @@ def test_the_local_stack_starts_the_slack_app_only_when_tokens_are_set(services)
     import urllib.request
 
     from bot.bench.fakes.slack_api import signed_headers
-    from bot.stack import LocalStack, free_port
+    from bot.localstack import LocalStack, free_port
 
     assert not LocalStack(services, worker=False, slack=True).slack  # no tokens: no Slack app
     port = free_port()

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from agent.settings import Settings
-from bot.stack import LocalStack, StackError, free_port, start_milvus, start_redis
+from bot.localstack import LocalStack, StackError, free_port, start_milvus, start_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,7 +97,7 @@ def test_taken_port_names_the_setting(tmp_path: Path, taken_port: int) -> None:
 
 @pytest.mark.parametrize("scorer", ["vectorized", "upstream"])
 def test_the_milvus_lite_server_runs_the_bm25_scorer_the_settings_name(tmp_path: Path, scorer: str) -> None:
-    from bot.milvus_server import SCORER_LOG_PREFIX
+    from bot.localstack.milvus_server import SCORER_LOG_PREFIX
 
     with LocalStack(make_settings(tmp_path, milvus_lite_bm25=scorer), worker=False) as stack:
         milvus = next(p for p in stack.processes if p.name == "milvus")
@@ -145,7 +145,7 @@ _PRELUDE = """
 import json, sys
 from pathlib import Path
 from agent.settings import Settings
-from bot.stack import LocalStack
+from bot.localstack import LocalStack
 
 data_dir, redis_port, milvus_port = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 settings = Settings(data_dir=data_dir, redis_url=None, milvus_uri=None,

@@ -377,7 +377,7 @@ def test_errors_reach_the_user_as_a_short_message_and_the_log_in_full(services, 
 
 def test_the_served_endpoint_answers_as_a_child_process(services):
     """`expertbot teams serve` as `expertbot up` starts it: its own process, the services' addresses from settings."""
-    from bot.stack import free_port, start_teams
+    from bot.localstack import free_port, start_teams
 
     port = free_port()
     proc = start_teams(services, port)

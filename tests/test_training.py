@@ -114,7 +114,7 @@ def train_settings(services: Settings, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(scope="module")
 def train_worker(train_settings: Settings) -> Iterator[dict[str, Any]]:
     """The train worker (queue `train`, concurrency 1); a test may kill it and put its successor in ["proc"]."""
-    from bot.stack import start_worker
+    from bot.localstack import start_worker
 
     holder = {"proc": start_worker(train_settings, [TRAIN_QUEUE], 1, f"train-{uuid4().hex[:6]}")}
     try:
@@ -324,7 +324,7 @@ def test_two_trainings_never_overlap(train_settings):
 
 
 def test_nightly_schedule_is_registered_and_its_task_runs_through_a_real_worker(train_settings, train_worker):
-    from bot.stack import start_beat
+    from bot.localstack.services import start_beat
     from workers.celery_app import app
 
     entry = app.conf.beat_schedule["nightly-training"]
@@ -369,7 +369,7 @@ def _nightly(app: Any, keep: str) -> dict[str, str]:
 
 
 def test_a_training_killed_midway_keeps_the_current_adapter_and_resumes(train_settings, train_worker):
-    from bot.stack import start_worker
+    from bot.localstack import start_worker
 
     tenant = _tenant("killed")
     registry = tenant_registry(train_settings.adapter_registry, tenant)

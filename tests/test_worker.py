@@ -59,7 +59,7 @@ def test_bad_files_end_with_a_clear_reason_and_the_worker_keeps_serving(services
 
 def test_a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing(services, knowledge):
     """kill -9 a worker while it embeds a long document; another worker finishes it: every chunk exactly once."""
-    from bot.stack import start_worker
+    from bot.localstack import start_worker
 
     queue = f"ingest-kill-{uuid4().hex[:6]}"
     audience = _audience()

@@ -116,7 +116,7 @@ def _seed(settings: Settings) -> None:
 
 
 async def _drive(settings: Settings, concurrency: int, requests: int, drain_s: float) -> dict[str, Any]:
-    from bot.stack import ManagedProcess, child_env, free_port
+    from bot.localstack import ManagedProcess, child_env, free_port
 
     slack = LocalSlack(team=TEAM)
     for n in range(20):
@@ -186,7 +186,7 @@ async def _drive(settings: Settings, concurrency: int, requests: int, drain_s: f
 
 async def _bare_floor(slack: LocalSlack, settings: Settings, concurrency: int, requests: int) -> tuple[float, float]:
     """p50/p99 of the same load against a server that does nothing: what this machine allows right now."""
-    from bot.stack import ManagedProcess, free_port
+    from bot.localstack import ManagedProcess, free_port
 
     port = free_port()
     proc = ManagedProcess("bare-http", [sys.executable, "-c", _BARE_SERVER, str(port)], settings.data_dir)

@@ -33,7 +33,7 @@ from agent.settings import EmbeddingModelName, Settings, load_settings
 from agent.types import Audience
 
 if TYPE_CHECKING:
-    from bot.stack import LocalStack, ManagedProcess
+    from bot.localstack import LocalStack, ManagedProcess
 
 
 def _log(msg: str) -> None:
@@ -65,7 +65,7 @@ def temporary_stack(base: Settings, *, worker: bool) -> Iterator[Settings]:
 @contextmanager
 def temporary_local_stack(base: Settings, *, worker: bool) -> Iterator[LocalStack]:
     """`temporary_stack`, giving the stack itself (its processes) rather than only its settings."""
-    from bot.stack import LocalStack, free_port
+    from bot.localstack import LocalStack, free_port
 
     with tempfile.TemporaryDirectory(prefix="expertbot-bench-") as tmp:
         overrides = {
@@ -283,11 +283,11 @@ def bench_search(
     """p50/p99 of a filtered top-5 search over n_chunks passages in 21 scopes of 3 tenants.
 
     With `upstream_baseline`, the BM25 and hybrid searches are timed again on the same passages after
-    restarting the Milvus Lite server with milvus-lite's own BM25 scorer (`bot.milvus_server`), reported
+    restarting the Milvus Lite server with milvus-lite's own BM25 scorer (`bot.localstack.milvus_server`), reported
     under "upstream_bm25".
     """
     from agent.types import Chunk
-    from bot.stack import start_milvus
+    from bot.localstack import start_milvus
 
     rng = random.Random(seed)
     dim = get_embeddings(base.embedding_model).dim
@@ -359,8 +359,8 @@ def _process(stack: LocalStack, name: str) -> ManagedProcess:
 
 
 def _scorer(milvus: ManagedProcess) -> str:
-    """Which BM25 scorer the Milvus Lite server says it runs (`bot.milvus_server`)."""
-    from bot.milvus_server import SCORER_LOG_PREFIX
+    """Which BM25 scorer the Milvus Lite server says it runs (`bot.localstack.milvus_server`)."""
+    from bot.localstack.milvus_server import SCORER_LOG_PREFIX
 
     lines = [line for line in milvus.log_tail(None).splitlines() if line.startswith(SCORER_LOG_PREFIX)]
     return lines[-1].removeprefix(SCORER_LOG_PREFIX).split()[0] if lines else "unknown"

@@ -93,7 +93,7 @@ def bench_teams(
 ) -> dict[str, Any]:
     """Acknowledgement latency of POST /api/messages under `concurrency` parallel requests; replies counted too."""
     from bot.bench.speed import temporary_stack
-    from bot.stack import free_port, start_teams
+    from bot.localstack import free_port, start_teams
 
     with temporary_stack(base, worker=False) as settings:
         port = free_port()
@@ -191,7 +191,7 @@ async def _endpoint(settings: Settings) -> AsyncIterator[tuple[str, LoopbackConn
 
 def duplicate_deliveries(n: int = 20) -> dict[str, Any]:
     """The same activity delivered `n` times (half at once, half one after another): answered exactly once."""
-    from bot.stack import free_port, start_redis
+    from bot.localstack import free_port, start_redis
 
     with tempfile.TemporaryDirectory(prefix="expertbot-teams-dup-") as tmp:
         port = free_port()

@@ -17,7 +17,7 @@ from agent.knowledge.parsers import parse_document
 from agent.knowledge.service import open_knowledge
 from agent.types import Audience
 from bot.bench.reliability.harness import Harness, wait_until
-from bot.stack import ManagedProcess
+from bot.localstack import ManagedProcess
 from workers.client import JobStatus, job_status, queue_depths, submit_ingest
 from workers.names import INGEST_QUEUE
 

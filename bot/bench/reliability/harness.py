@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 
 from agent.settings import Settings, get_settings
-from bot.stack import ManagedProcess, free_port, start_milvus, start_redis, start_worker
+from bot.localstack import ManagedProcess, free_port, start_milvus, start_redis, start_worker
 from workers.names import INGEST_QUEUE
 
 VISIBILITY_S = 6

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bot.stack import project_pythonpath
+from bot.localstack import project_pythonpath
 
 Profile = Literal["full", "quick", "test"]
 

@@ -1,6 +1,6 @@
 """The Milvus Lite server that `expertbot up` starts: milvus-lite's own server, tuned for search latency.
 
-`python -m bot.milvus_server [--upstream-bm25] server --data-dir D --port P` takes the `milvus-lite` CLI's
+`python -m bot.localstack.milvus_server [--upstream-bm25] server --data-dir D --port P` takes the `milvus-lite` CLI's
 arguments and changes three things, in this process only:
 
 - SIGTERM means KeyboardInterrupt: `milvus-lite server` closes its data folder cleanly (drains requests,
