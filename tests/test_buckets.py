@@ -176,7 +176,7 @@ def test_docs_migrate_command(services, collection, monkeypatch):
 
     from agent.knowledge.embeddings import get_embeddings
     from agent.settings import get_settings
-    from bot.cli import app
+    from bot.cli.app import app
 
     model = get_embeddings(services.embedding_model)
     store = KnowledgeStore(

@@ -19,7 +19,7 @@ from uuid import uuid4
 import pytest
 from typer.testing import CliRunner, Result
 
-from bot.cli import app
+from bot.cli.app import app
 
 # `--wait` follows a job until it finishes, with no deadline of its own: a job lost on the way would hang the test.
 pytestmark = pytest.mark.timeout(120)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from milvus_lite.index.sparse_inverted import SparseInvertedIndex
 
-from bot import milvus_server
+from bot.localstack import milvus_server
 from bot.localstack.milvus_server import install_vectorized_bm25, vectorized_bm25_search
 
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.bench.reliability.registry import SCENARIOS, run_suite
-from bot.cli import app
+from bot.cli.app import app
 
 BUILT_IN = [s.name for s in SCENARIOS if not s.hook]
 HOOKS = [s.name for s in SCENARIOS if s.hook]

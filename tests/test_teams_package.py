@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.settings import get_settings, load_settings
-from bot.cli import app
+from bot.cli.app import app
 from bot.teams.icons import MANIFEST_DIR, encode_png, png_size
 from bot.teams.package import PackageError, build_package, package_errors
 from bot.teams.validate import schema_errors

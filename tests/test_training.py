@@ -34,7 +34,7 @@ from agent.models.tiny import build_tiny_adapter, build_tiny_phi3
 from agent.settings import Settings, get_settings, load_settings
 from agent.types import TENANT_WIDE, Audience, ChatRequest
 from bot.bench.speed import temporary_environ
-from bot.cli import app as cli_app
+from bot.cli.app import app as cli_app
 from workers.client import job_status, submit_ingest, submit_training, wait_for_job
 from workers.names import TRAIN_NIGHTLY, TRAIN_QUEUE
 from workers.training.data import build_dataset

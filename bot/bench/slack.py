@@ -116,7 +116,7 @@ def _seed(settings: Settings) -> None:
 
 
 async def _drive(settings: Settings, concurrency: int, requests: int, drain_s: float) -> dict[str, Any]:
-    from bot.localstack import ManagedProcess, child_env, free_port
+    from bot.localstack import ManagedProcess, child_env, cli_command, free_port
 
     slack = LocalSlack(team=TEAM)
     for n in range(20):
@@ -134,7 +134,7 @@ async def _drive(settings: Settings, concurrency: int, requests: int, drain_s: f
         EXPERTBOT_SLACK_API_URL=slack.base_url,
     )
     floor = await _bare_floor(slack, settings, concurrency, requests)
-    bot = ManagedProcess("slack-bench", [sys.executable, "-m", "bot.cli", "slack"], settings.data_dir, env=env)
+    bot = ManagedProcess("slack-bench", cli_command("slack"), settings.data_dir, env=env)
     url = f"http://127.0.0.1:{port}/slack/events"
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:

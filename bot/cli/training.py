@@ -1,6 +1,6 @@
 """The training commands of `expertbot`: train, adapters list|promote|rollback, teach --file, bench train.
 
-Bodies only; `bot/cli.py` registers them. Training runs on a train worker (queued through `workers.client`);
+Bodies only; `bot/cli/app.py` registers them. Training runs on a train worker (queued through `workers.client`);
 the benchmark runs in a process of its own (`python -m workers.training.bench`), since bot/ imports nothing from
 workers/ but the job client.
 """
@@ -16,27 +16,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from agent.models.registry import AdapterRegistry, AdapterVersion, tenant_registry
-from agent.settings import Settings, get_settings
-
-err = Console(stderr=True)
-out = Console()
-
-TenantOpt = Annotated[str | None, typer.Option("--tenant", help="Workspace / team id (default: the local one).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-
-
-def _settings() -> Settings:
-    from bot.cli import _settings as settings
-
-    return settings()
-
-
-def _print_json(data: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+from bot.cli.common import JsonOpt, TenantOpt, err, load_settings, out, print_json
 
 
 def describe_outcome(result: dict[str, Any]) -> str:
@@ -59,7 +42,7 @@ def train(
     """Queue a retraining of the tenant's adapter on a train worker and show its progress."""
     from workers.client import job_status, submit_training
 
-    settings = _settings()
+    settings = load_settings()
     tenant_id = tenant or settings.default_tenant
     job = submit_training(tenant_id, force=now)
     err.print(f"training queued for {tenant_id} (job {job})")
@@ -83,7 +66,7 @@ def train(
         err.print(f"[red]training failed:[/] {status.error}")
         raise typer.Exit(1)
     if as_json:
-        _print_json(status.result)
+        print_json(status.result)
     else:
         out.print(describe_outcome(status.result))
 
@@ -108,7 +91,7 @@ def _row(version: AdapterVersion, serving: str) -> dict[str, Any]:
 
 def _registry(tenant: str | None) -> tuple[str, AdapterRegistry]:
     """The tenant's own registry (each tenant's adapters are apart: one never answers another)."""
-    settings = _settings()
+    settings = load_settings()
     tenant_id = tenant or settings.default_tenant
     return tenant_id, tenant_registry(settings.adapter_registry, tenant_id)
 
@@ -119,7 +102,7 @@ def adapters_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     serving = registry.pointer()
     rows = [_row(v, serving) for v in registry.versions()]
     if as_json:
-        _print_json({"tenant": tenant_id, "serving": serving or None, "versions": rows})
+        print_json({"tenant": tenant_id, "serving": serving or None, "versions": rows})
         return
     if not rows:
         out.print(f"no adapter yet for {tenant_id}: the base model serves (`expertbot train --now` trains one)")
@@ -173,7 +156,7 @@ def teach(
     from agent.learning import LearningStore
     from agent.teach_file import read_teach_file
 
-    settings = _settings()
+    settings = load_settings()
     parsed = read_teach_file(file.read_bytes(), file.name, tenant or settings.default_tenant)
     for problem in parsed.problems:
         err.print(f"[yellow]skipped[/] {file.name} {problem}")
@@ -196,7 +179,7 @@ def bench_train(
     if size not in ("mini", "tiny"):
         err.print("[red]error:[/] --size must be mini or tiny")
         raise typer.Exit(2)
-    get_settings()  # a configuration error shows here, not in the child
+    load_settings()  # a configuration error shows here, not in the child
     args = [sys.executable, "-m", "workers.training.bench", "--size", size]
     if steps:
         args += ["--steps", str(steps)]
@@ -205,7 +188,7 @@ def bench_train(
         raise typer.Exit(proc.returncode)
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     if as_json:
-        _print_json(report)
+        print_json(report)
         return
     table = Table("method", "tokens/s", f"peak memory (GB, {report['memory']})")
     for run in report["runs"]:
@@ -214,14 +197,3 @@ def bench_train(
     out.print(f"{report['size']} on {report['device']}, batch {report['batch']} x {report['seq_len']} tokens")
     if report.get("note"):
         out.print(report["note"])
-
-
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    adapters = typer.Typer(help="The adapter registry: list, promote, roll back.", no_args_is_help=True)
-    adapters.command("list")(adapters_list)
-    adapters.command("promote")(adapters_promote)
-    adapters.command("rollback")(adapters_rollback)
-    app.add_typer(adapters, name="adapters")
-    app.command("train")(train)
-    app.command("teach")(teach)
-    bench_app.command("train")(bench_train)

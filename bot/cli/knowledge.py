@@ -1,0 +1,105 @@
+"""Sharing and asking from the terminal: `expertbot ingest`, `ask` and `search`, as a chat surface would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from agent.types import Route
+from bot.cli.common import JsonOpt, ScopeOpt, TenantOpt, audience_of, err, fail, load_settings, out, print_json
+
+if TYPE_CHECKING:
+    from agent.knowledge.store import SearchMode
+
+
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to share with the bot.")],
+    tenant: TenantOpt = None,
+    scope: ScopeOpt = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the jobs and show their progress.")] = False,
+) -> None:
+    """Queue documents for ingestion by the workers."""
+    from bot.jobs import follow_jobs, submit_files
+
+    settings = load_settings()
+    audience = audience_of(settings, tenant, scope)
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise fail(f"no such file or folder: {', '.join(missing)}")
+    # A file's document id is its name, as when it is shared in chat; inside a folder, its relative path.
+    files = [(path, path.name) for path in paths if path.is_file()] + [
+        (p, p.relative_to(path).as_posix())
+        for path in paths
+        if path.is_dir()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    ]
+    jobs = submit_files(settings, audience, files, err)
+    err.print(f"queued {len(jobs)} document(s) for {audience.tenant}/{audience.scope}")
+    if not wait:
+        for job_id, name in jobs.items():
+            out.print(f"{job_id}  {name}")
+        return
+    failed = follow_jobs(jobs, err)
+    if failed:
+        raise typer.Exit(1)
+
+
+def ask(
+    question: str,
+    tenant: TenantOpt = None,
+    scope: ScopeOpt = None,
+    route: Annotated[str, typer.Option(help="auto, docs (retrieval) or expert (domain model)")] = "auto",
+    thread: Annotated[str, typer.Option(help="Conversation id: the same id keeps the context.")] = "cli",
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask one question through the chat core, as a chat surface would."""
+    from agent.chat import make_chat_core
+    from agent.types import ChatRequest
+    from bot.console import render
+
+    forced: dict[str, Route | None] = {"auto": None, "docs": "retrieve", "expert": "domain"}
+    if route not in forced:
+        raise fail("--route must be auto, docs or expert", 2)
+    settings = load_settings()
+    request = ChatRequest(
+        text=question,
+        audience=audience_of(settings, tenant, scope),
+        thread=thread,
+        forced_route=forced[route],
+    )
+    reply = make_chat_core(settings).answer(request)
+    if as_json:
+        print_json({**reply.__dict__, "sources": [s.__dict__ for s in reply.sources]})
+    else:
+        render(reply, out)
+
+
+def search(
+    question: str,
+    tenant: TenantOpt = None,
+    scope: ScopeOpt = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=50)] = 5,
+    mode: Annotated[str, typer.Option(help="hybrid, dense or bm25")] = "hybrid",
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the best passages for a question, as the bot would see them."""
+    from agent.knowledge.service import open_knowledge
+
+    settings = load_settings()
+    modes: dict[str, SearchMode] = {"hybrid": "hybrid", "dense": "dense", "bm25": "bm25"}
+    if mode not in modes:
+        raise fail("--mode must be hybrid, dense or bm25", 2)
+    hits = open_knowledge(settings).search(audience_of(settings, tenant, scope), question, k=k, mode=modes[mode])
+    if as_json:
+        print_json({"hits": [h.__dict__ for h in hits]})
+        return
+    if not hits:
+        out.print("nothing found in the documents visible from this scope")
+    for i, h in enumerate(hits, 1):
+        out.print(
+            f"[bold][{i}] {h.title}[/] — {h.heading or '(top)'}  [dim]{h.doc_id} · scope {h.scope} · {h.score:.3f}[/]"
+        )
+        out.print("    " + " ".join(h.text.split())[:300])
