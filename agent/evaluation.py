@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.knowledge.embeddings import get_embeddings
+from agent.knowledge.fusion import SearchMode
 from agent.knowledge.ingest import ingest_bytes
 from agent.knowledge.service import Knowledge
-from agent.knowledge.store import KnowledgeStore, SearchMode
+from agent.knowledge.store import KnowledgeStore
 from agent.settings import Settings
 from agent.types import Audience, ChatRequest, Route, best_similarity
 

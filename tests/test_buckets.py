@@ -8,7 +8,9 @@ from uuid import uuid4
 
 import pytest
 
-from agent.knowledge.store import BUCKETS, KnowledgeStore, StoreError, bucket_of
+from agent.knowledge.filters import BUCKETS, bucket_of
+from agent.knowledge.migrate import migrate
+from agent.knowledge.store import KnowledgeStore, StoreError
 from agent.types import Audience, Chunk
 
 DIM = 4
@@ -88,7 +90,7 @@ def test_a_half_made_bucket_is_completed_by_the_next_writer(services, collection
     store = _store(services, collection)
     audience = Audience("acme", "C-half")
     name = store.bucket(audience.tenant, audience.scope)
-    schema, _ = store._bucket_schema()
+    schema, _ = store.bucket_schema()
     store.ensure_ready()
     store.client.create_collection(name, schema=schema)
     assert store.client.list_indexes(name) == []
@@ -109,11 +111,11 @@ def _legacy_knowledge_base(
     store: KnowledgeStore, rows: list[dict[str, object]], tag: str = "test dim=4 partitions=64"
 ) -> None:
     """The single-collection layout of expertbot 0.1: passages in partitions a00..a63 of one collection."""
-    schema, index = store._bucket_schema()
+    schema, index = store.bucket_schema()
     client = store.client
     client.create_collection(store.collection, schema=schema, properties={"expertbot.embedding": tag})
     client.create_index(store.collection, index, sync=False)
-    catalog, catalog_index = store._catalog_schema()
+    catalog, catalog_index = store.catalog_schema()
     client.create_collection(store.catalog, schema=catalog)  # 0.1 kept its model tag on the passages only
     client.create_index(store.catalog, catalog_index, sync=False)
     for row in rows:
@@ -156,7 +158,7 @@ def test_a_knowledge_base_of_expertbot_0_1_is_migrated_once_and_completely(servi
         store.ensure_ready()
 
     progress: list[tuple[int, int]] = []
-    assert store.migrate(lambda done, total: progress.append((done, total))) == 9
+    assert migrate(store, lambda done, total: progress.append((done, total))) == 9
     assert progress[-1] == (9, 9)
     assert not store.client.has_collection(store.collection)
 
@@ -166,7 +168,7 @@ def test_a_knowledge_base_of_expertbot_0_1_is_migrated_once_and_completely(servi
     assert {h.text for h in fresh.search(Audience("acme", "*"), "zorblax", [1.0, 0.0, 0.0, 0.5], k=5)} <= {
         f"zorblax passage {n} for *" for n in range(3)
     }
-    assert fresh.migrate() == 0  # nothing left to move
+    assert migrate(fresh) == 0  # nothing left to move
     assert len(fresh.buckets()) == len({bucket_of(a.tenant, a.scope) for a in AUDIENCES}) <= BUCKETS
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.knowledge.embeddings import PackagedEmbeddings, get_embeddings, use_threads
-from agent.knowledge.store import KnowledgeStore, SearchMode
+from agent.knowledge.fusion import SearchMode
+from agent.knowledge.store import KnowledgeStore
 from agent.settings import Settings
 from agent.types import Audience, Hit
 

@@ -27,8 +27,9 @@ import psutil
 from agent.evaluation import corpus_files
 from agent.knowledge.chunking import chunk_document
 from agent.knowledge.embeddings import get_embeddings, use_threads
+from agent.knowledge.fusion import SearchMode
 from agent.knowledge.parsers import DocumentError, parse_document
-from agent.knowledge.store import KnowledgeStore, SearchMode
+from agent.knowledge.store import KnowledgeStore
 from agent.settings import EmbeddingModelName, Settings, load_settings
 from agent.types import Audience
 

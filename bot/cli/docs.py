@@ -46,14 +46,15 @@ def docs_migrate() -> None:
     """Move a knowledge base built by expertbot 0.1 (one collection) into the audience buckets; safe to rerun."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    from agent.knowledge.migrate import migrate, needs_migration
     from agent.knowledge.service import open_knowledge
 
     store = open_knowledge(load_settings()).store
-    if not store.needs_migration():
+    if not needs_migration(store):
         err.print(f"nothing to migrate: {store.collection!r} already uses the audience buckets")
         return
     with Progress("moving passages", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err) as bars:
         task = bars.add_task("migrate", total=None)
-        moved = store.migrate(lambda done, total: bars.update(task, completed=done, total=total))
+        moved = migrate(store, lambda done, total: bars.update(task, completed=done, total=total))
     store.ensure_ready()
     out.print(f"moved {moved} passages into {len(store.buckets())} audience buckets")

@@ -11,7 +11,7 @@ from agent.types import Route
 from bot.cli.common import JsonOpt, ScopeOpt, TenantOpt, audience_of, err, fail, load_settings, out, print_json
 
 if TYPE_CHECKING:
-    from agent.knowledge.store import SearchMode
+    from agent.knowledge.fusion import SearchMode
 
 
 def ingest(
