@@ -21,6 +21,7 @@ from typing import Literal, Protocol, TypeVar
 
 import redis
 
+from agent import keys
 from agent.types import TENANT_WIDE, Audience
 
 CuratedKind = Literal["term", "qa", "style"]
@@ -28,12 +29,6 @@ CuratedKind = Literal["term", "qa", "style"]
 
 ANSWER_TTL_S = 30 * 24 * 3600
 """How long an answer can still be voted on."""
-
-_PREFIX = "expertbot:learning"
-
-
-def _key(*parts: str) -> str:
-    return ":".join((_PREFIX, *parts))
 
 
 @dataclass(frozen=True)
@@ -117,12 +112,14 @@ class LearningStore:
         """Store an item; teaching the same prompt again in the same scope replaces its text. True when new."""
         item = item if item.at else CuratedItem(**{**asdict(item), "at": time.time()})
         field = hashlib.sha1(f"{item.kind}\0{item.scope}\0{item.prompt.casefold()}".encode()).hexdigest()
-        created = self.client.hset(_key("curated", item.tenant), field, json.dumps(asdict(item), ensure_ascii=False))
+        created = self.client.hset(
+            keys.learning("curated", item.tenant), field, json.dumps(asdict(item), ensure_ascii=False)
+        )
         self._touch(item.tenant)
         return bool(created)
 
     def curated(self, tenant: str) -> list[CuratedItem]:
-        rows = self.client.hvals(_key("curated", tenant))
+        rows = self.client.hvals(keys.learning("curated", tenant))
         return sorted((CuratedItem(**json.loads(r)) for r in rows), key=lambda i: (i.at, i.prompt))
 
     # --- answers and votes ---------------------------------------------------------------------------------
@@ -131,12 +128,12 @@ class LearningStore:
         """Keep an answer for ANSWER_TTL_S so that votes can refer to it; returns its id."""
         record = AnswerRecord(uuid.uuid4().hex, audience.tenant, audience.scope, question, answer, route, time.time())
         self.client.set(
-            _key("answer", record.answer_id), json.dumps(asdict(record), ensure_ascii=False), ex=ANSWER_TTL_S
+            keys.learning("answer", record.answer_id), json.dumps(asdict(record), ensure_ascii=False), ex=ANSWER_TTL_S
         )
         return record.answer_id
 
     def answer(self, answer_id: str) -> AnswerRecord | None:
-        raw = self.client.get(_key("answer", answer_id))
+        raw = self.client.get(keys.learning("answer", answer_id))
         return AnswerRecord(**json.loads(raw)) if raw else None
 
     def vote(self, answer_id: str, user: str, helpful: bool) -> Vote | None:
@@ -149,33 +146,41 @@ class LearningStore:
             return None
         vote = Vote(answer_id, record.tenant, record.scope, user, helpful, time.time())
         pipe = self.client.pipeline()
-        pipe.hset(_key("voted", record.tenant), answer_id, json.dumps(asdict(record), ensure_ascii=False))
-        pipe.hset(_key("votes", record.tenant), f"{answer_id}:{user}", json.dumps(asdict(vote)))
+        pipe.hset(keys.learning("voted", record.tenant), answer_id, json.dumps(asdict(record), ensure_ascii=False))
+        pipe.hset(keys.learning("votes", record.tenant), f"{answer_id}:{user}", json.dumps(asdict(vote)))
         pipe.execute()
         self._touch(record.tenant)
         return vote
 
     def votes(self, tenant: str) -> list[Vote]:
-        return sorted((Vote(**json.loads(r)) for r in self.client.hvals(_key("votes", tenant))), key=lambda v: v.at)
+        return sorted(
+            (Vote(**json.loads(r)) for r in self.client.hvals(keys.learning("votes", tenant))), key=lambda v: v.at
+        )
 
     def helpful_answers(self, tenant: str) -> list[AnswerRecord]:
         """Answers with more 👍 than 👎, oldest first."""
         score: dict[str, int] = {}
         for v in self.votes(tenant):
             score[v.answer_id] = score.get(v.answer_id, 0) + (1 if v.helpful else -1)
-        records = [AnswerRecord(**json.loads(r)) for r in self.client.hvals(_key("voted", tenant))]
+        records = [AnswerRecord(**json.loads(r)) for r in self.client.hvals(keys.learning("voted", tenant))]
         return sorted((r for r in records if score.get(r.answer_id, 0) > 0), key=lambda r: r.at)
 
     # --- change tracking -----------------------------------------------------------------------------------
 
     def _touch(self, tenant: str) -> None:
-        self.client.set(_key("changed", tenant), repr(time.time()))
+        self.client.set(keys.learning("changed", tenant), repr(time.time()))
 
     def mark_changed(self, tenant: str) -> None:
         """Note that a tenant's training inputs changed (e.g. a tenant-wide document was ingested)."""
         self._touch(tenant)
 
+    def changed_tenants(self) -> list[str]:
+        """Every tenant whose training inputs have ever changed (the nightly run checks which since it last ran)."""
+        prefix = keys.learning("changed", "")
+        found = self.client.scan_iter(match=prefix + "*", count=500)
+        return sorted(k.decode()[len(prefix) :] for k in found)
+
     def changed_at(self, tenant: str) -> float:
         """When the tenant's training inputs last changed (0 when never)."""
-        raw = self.client.get(_key("changed", tenant))
+        raw = self.client.get(keys.learning("changed", tenant))
         return float(raw) if raw else 0.0

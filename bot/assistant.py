@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from agent import keys
 from agent.chat import ChatCore, make_chat_core
 from agent.learning import CuratedItem, LearningStore, parse_teach
 from agent.models.registry import tenant_registry
@@ -130,7 +131,7 @@ class Assistant:
 
     def first_delivery(self, surface: str, event_id: str) -> bool:
         """True the first time an event id is seen (across processes, within the dedup window)."""
-        key = f"expertbot:seen:{surface}:{event_id}"
+        key = keys.seen_event(surface, event_id)
         return bool(self.redis.set(key, b"1", nx=True, ex=self.settings.dedup_window_s))
 
     def vote(self, answer_id: str, user: str, helpful: bool) -> bool:
@@ -139,13 +140,13 @@ class Assistant:
 
     def remember_link(self, audience: Audience, doc_id: str, url: str) -> None:
         """Where a document was shared, so that answers citing it can link there."""
-        self.redis.hset(f"expertbot:links:{audience.tenant}", f"{audience.scope}\0{doc_id}", url)
+        self.redis.hset(keys.shared_links(audience.tenant), f"{audience.scope}\0{doc_id}", url)
 
     def _links(self, tenant: str, sources: list[tuple[str, str]]) -> dict[str, str]:
         """Where each cited (scope, document) was shared, for those that have a link."""
         if not sources:
             return {}
-        urls = self.redis.hmget(f"expertbot:links:{tenant}", [f"{scope}\0{doc}" for scope, doc in sources])
+        urls = self.redis.hmget(keys.shared_links(tenant), [f"{scope}\0{doc}" for scope, doc in sources])
         return {doc: url.decode() for (_, doc), url in zip(sources, urls, strict=True) if url}
 
     def is_admin(self, user: str) -> bool:

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import uuid
 
+from agent import keys
 from agent.settings import Settings
 from workers.connections import redis_client
 
-_PREFIX = "expertbot:blob:"
 _TTL_S = 7 * 24 * 3600
 
 
 def store(settings: Settings, data: bytes) -> str:
-    key = _PREFIX + uuid.uuid4().hex
+    key = keys.BLOB_PREFIX + uuid.uuid4().hex
     redis_client(settings.effective_redis_url).set(key, data, ex=_TTL_S)
     return key
 

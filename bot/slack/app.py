@@ -28,6 +28,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from agent import keys
 from agent.logging_setup import log_context
 from agent.settings import Settings
 from agent.types import Audience
@@ -326,7 +327,7 @@ class SlackBot:
         return first
 
     def _thread_key(self, team: str, channel: str, thread: str) -> str:
-        return f"expertbot:slack:thread:{team}:{channel}:{thread}"
+        return keys.slack_thread(team, channel, thread)
 
     def _mark_thread(self, team: str, channel: str, thread: str) -> None:
         self.assistant.redis.set(self._thread_key(team, channel, thread), b"1", ex=THREAD_TTL_S)

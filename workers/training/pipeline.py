@@ -22,6 +22,7 @@ from typing import Any, Literal
 import redis
 from redis.exceptions import LockError
 
+from agent import keys
 from agent.learning import LearningStore
 from agent.models.registry import tenant_folder, tenant_registry
 from agent.settings import Settings
@@ -34,9 +35,6 @@ from workers.training.train import main as train_main
 
 log = logging.getLogger(__name__)
 
-LOCK_KEY = "expertbot:train:lock"
-_CONSUMED = "expertbot:train:consumed:"
-_CHANGED = "expertbot:learning:changed:"  # written by agent.learning.LearningStore
 
 Status = Literal["promoted", "rejected", "skipped", "busy"]
 Report = Callable[[str, int, int], None]
@@ -67,7 +65,7 @@ def tenant_dir(settings: Settings, tenant: str) -> Path:
 
 
 def consumed_at(client: redis.Redis[bytes], tenant: str) -> float:
-    raw = client.get(_CONSUMED + tenant)
+    raw = client.get(keys.train_consumed(tenant))
     return float(raw) if raw else 0.0
 
 
@@ -77,15 +75,14 @@ def has_new_data(client: redis.Redis[bytes], tenant: str) -> bool:
 
 def tenants_with_new_data(client: redis.Redis[bytes]) -> list[str]:
     """Every tenant whose training inputs changed since its last finished run."""
-    tenants = (k.decode()[len(_CHANGED) :] for k in client.scan_iter(match=_CHANGED + "*", count=500))
-    return sorted(t for t in tenants if has_new_data(client, t))
+    return sorted(t for t in LearningStore(client).changed_tenants() if has_new_data(client, t))
 
 
 class _HeldLock:
     """The Redis training lock, renewed in the background while held; `lost` is set if a renewal fails."""
 
     def __init__(self, client: redis.Redis[bytes], ttl_s: int) -> None:
-        self.lock = client.lock(LOCK_KEY, timeout=ttl_s, thread_local=False)
+        self.lock = client.lock(keys.TRAIN_LOCK, timeout=ttl_s, thread_local=False)
         self.ttl_s = ttl_s
         self.lost = threading.Event()
         self._stop = threading.Event()
@@ -221,7 +218,9 @@ def run_training(settings: Settings, tenant: str, *, force: bool = False, report
             max_doc_passages=settings.train_max_doc_passages,
         )
         if not dataset.train:
-            client.set(_CONSUMED + tenant, repr(changed))  # nothing usable: wait for new data before trying again
+            client.set(
+                keys.train_consumed(tenant), repr(changed)
+            )  # nothing usable: wait for new data before trying again
             return Outcome(
                 tenant,
                 "skipped",
@@ -238,7 +237,7 @@ def run_training(settings: Settings, tenant: str, *, force: bool = False, report
 
         result = train_candidate(settings, dataset, work, trainer, guarded)
         outcome = judge_and_register(settings, dataset, result, gate, guarded)
-        client.set(_CONSUMED + tenant, repr(changed))
+        client.set(keys.train_consumed(tenant), repr(changed))
         shutil.rmtree(work / "checkpoints", ignore_errors=True)
         shutil.rmtree(work / "candidate", ignore_errors=True)
         return outcome
