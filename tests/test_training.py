@@ -26,6 +26,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from agent import keys
 from agent.chat import ChatCore
 from agent.learning import CuratedItem, LearningStore
 from agent.models.phi3_chat import Phi3Chat, adapter_name
@@ -39,7 +40,6 @@ from workers.client import job_status, submit_ingest, submit_training, wait_for_
 from workers.names import TRAIN_NIGHTLY, TRAIN_QUEUE
 from workers.training.data import build_dataset
 from workers.training.pipeline import (
-    LOCK_KEY,
     _HeldLock,
     judge_and_register,
     run_training,
@@ -320,7 +320,7 @@ def test_two_trainings_never_overlap(train_settings):
         assert not other.lost.is_set()
     finally:
         other.release()
-    assert _redis(train_settings).get(LOCK_KEY) is None
+    assert _redis(train_settings).get(keys.TRAIN_LOCK) is None
 
 
 def test_nightly_schedule_is_registered_and_its_task_runs_through_a_real_worker(train_settings, train_worker):
