@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import redis
 
 from agent import keys
 from agent.chat import ChatCore, make_chat_core
+from agent.knowledge.formats import FORMATS, upload_problem
 from agent.learning import CuratedItem, LearningStore, parse_teach
 from agent.models.registry import tenant_registry
 from agent.settings import Settings
@@ -26,10 +28,12 @@ from agent.types import TENANT_WIDE, Audience, ChatReply, ChatRequest, Route
 log = logging.getLogger(__name__)
 
 PROGRESS_POLL_S = 0.5
+PROGRESS_EVERY_S = 1.0
+"""Progress lines at most this often: Slack and Teams both throttle a bot's edits of one message."""
 
-HELP = """I answer questions about your company's domain: from the documents shared with me, or as a domain expert.
+HELP = f"""I answer questions about your company's domain: from the documents shared with me, or as a domain expert.
 Mention me, message me directly, or use /ask. Start a question with "docs:" or "expert:" to choose the route.
-Share a document (PDF, Word, HTML, Markdown, text) with me and it becomes knowledge for this conversation.
+Share a document ({FORMATS}) with me and it becomes knowledge for this conversation.
 
 Commands:
   ask <question>                   answer a question
@@ -236,12 +240,8 @@ class Assistant:
 
     def check_upload(self, name: str, size: int) -> str | None:
         """Why a file cannot be taken before downloading it (None when it can)."""
-        if size <= 0:
-            return f"{name} is empty."
-        if size > self.settings.max_upload_bytes:
-            mb = size / 1024 / 1024
-            return f"{name} is {mb:.1f} MB; the limit is {self.settings.max_upload_mb:g} MB."
-        return None
+        problem = upload_problem(name, size, self.settings.max_upload_bytes)
+        return f"{problem}." if problem else None
 
     async def share(
         self, conv: Conversation, data: bytes, name: str, *, link: str | None = None
@@ -251,7 +251,8 @@ class Assistant:
         Yields progress lines ("Reading handbook.pdf: 40/120 passages") and a last one that is finished, saying
         "ready" or why not. The document id is the file name, so sharing a new version replaces the old one.
         """
-        from workers.client import job_status, submit_ingest
+        from bot.jobs import describe, succeeded
+        from workers.client import follow_jobs, submit_ingest
 
         problem = self.check_upload(name, len(data))
         if problem:
@@ -261,31 +262,15 @@ class Assistant:
         if link:
             await asyncio.to_thread(self.remember_link, conv.audience, name, link)
         yield ShareProgress(f"Reading {name}: queued")
-        last = ""
-        while True:
-            status = await asyncio.to_thread(job_status, job)
+        last, shown_at = "", time.monotonic()
+        statuses = follow_jobs([job], poll_s=PROGRESS_POLL_S)
+        while (status := await asyncio.to_thread(next, statuses, None)) is not None:
             if status.state == "error":
                 log.error("ingestion of %s failed: %s", name, status.error)
-                yield ShareProgress(f"{name} could not be read: an internal error ({status.error[:200]}).", True, False)
-                return
+            line = describe(status, name)
             if status.finished:
-                yield _finished(name, status.result)
+                yield ShareProgress(line, True, succeeded(status))
                 return
-            line = (
-                f"Reading {name}: {status.done}/{status.total} passages"
-                if status.total
-                else f"Reading {name}: {status.stage}"
-            )
-            if line != last:
-                last = line
+            if line != last and time.monotonic() - shown_at >= PROGRESS_EVERY_S:
+                last, shown_at = line, time.monotonic()
                 yield ShareProgress(line)
-            await asyncio.sleep(PROGRESS_POLL_S)
-
-
-def _finished(name: str, result: dict[str, object]) -> ShareProgress:
-    status, reason = result.get("status"), result.get("reason") or "unknown reason"
-    if status == "ready":
-        return ShareProgress(f"{name} is ready: {result.get('chunks', 0)} passages.", True, True)
-    if status == "unchanged":
-        return ShareProgress(f"{name} is ready (unchanged: {reason}).", True, True)
-    return ShareProgress(f"{name} could not be read: {reason}.", True, False)

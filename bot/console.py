@@ -18,7 +18,7 @@ from agent.types import Audience, ChatReply
 from bot.assistant import ROUTE_LABELS, Assistant, Conversation
 
 HELP = """Ask a question about the documents shared with the bot, or:
-  /ingest PATH          share a document (PDF, Word, HTML, Markdown, text) with this conversation
+  /ingest PATH          share a document with this conversation
   /docs                 list the documents visible here
   /status               documents, queued jobs and the domain adapter
   /teach TERM :: TEXT   teach a term (used at the next retraining)
@@ -48,7 +48,7 @@ def render(reply: ChatReply, console: Console) -> None:
 
 
 def _ingest(settings: Settings, audience: Audience, arg: str, console: Console) -> None:
-    from bot.jobs import follow_jobs, submit_files
+    from bot.jobs import follow_with_bars, submit_files
 
     path = Path(arg).expanduser()
     if not path.is_file():
@@ -56,7 +56,7 @@ def _ingest(settings: Settings, audience: Audience, arg: str, console: Console) 
         return
     jobs = submit_files(settings, audience, [(path, path.name)], console)
     if jobs:
-        follow_jobs(jobs, console)
+        follow_with_bars(jobs, console)
 
 
 def run_console(settings: Settings, audience: Audience | None = None) -> None:

@@ -12,6 +12,8 @@ from pathlib import PurePath
 
 import aiohttp
 
+from agent.knowledge.formats import oversize_reason
+
 CHUNK_BYTES = 64 * 1024
 TIMEOUT_S = 60.0
 HTML_SUFFIXES = frozenset({".htm", ".html", ".xhtml"})
@@ -44,12 +46,12 @@ async def fetch_file(
             if resp.status >= 400:
                 raise DownloadError(f"The download of {name} failed (HTTP {resp.status}).")
             if resp.content_length is not None and resp.content_length > max_bytes:
-                raise DownloadError(f"{name} is over the {max_bytes / 1024 / 1024:g} MB limit.")
+                raise DownloadError(oversize_reason(name, max_bytes, resp.content_length) + ".")
             data = bytearray()
             async for block in resp.content.iter_chunked(CHUNK_BYTES):
                 data.extend(block)
                 if len(data) > max_bytes:
-                    raise DownloadError(f"{name} is over the {max_bytes / 1024 / 1024:g} MB limit.")
+                    raise DownloadError(oversize_reason(name, max_bytes) + ".")
             content_type = resp.headers.get("Content-Type", "")
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise DownloadError(f"The download of {name} failed ({type(exc).__name__}).") from exc

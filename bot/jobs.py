@@ -1,67 +1,75 @@
-"""Following ingestion jobs in a terminal, with a progress bar per document."""
+"""Shared documents and training runs as a person follows them: queueing local files, following jobs, and the
+one sentence that says how a job ended (the CLI, the console and the chat surfaces all show these)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from agent.knowledge.formats import upload_problem
 from agent.settings import Settings
 from agent.types import Audience
-from workers.client import JobStatus, job_status, submit_ingest
+from workers.client import JobStatus, follow_jobs, submit_ingest
+
+INGESTED = ("ready", "unchanged")
+"""The ingest results that leave the document searchable."""
 
 
 def submit_files(
     settings: Settings, audience: Audience, files: Iterable[tuple[Path, str]], console: Console
 ) -> dict[str, str]:
-    """Queue local files (path, document id) for ingestion; oversized ones are skipped with a message."""
+    """Queue local files (path, document id) for ingestion; empty or oversized ones are skipped with the reason."""
     jobs: dict[str, str] = {}
     for path, doc_id in files:
-        if path.stat().st_size > settings.max_upload_bytes:
-            console.print(f"[yellow]skipped[/] {path}: over the {settings.max_upload_mb:g} MB limit")
+        problem = upload_problem(str(path), path.stat().st_size, settings.max_upload_bytes)
+        if problem:
+            console.print(f"[yellow]skipped[/] {problem}")
             continue
         jobs[submit_ingest(settings, audience, path.read_bytes(), path.name, doc_id)] = doc_id
     return jobs
 
 
+def succeeded(status: JobStatus) -> bool:
+    """Whether a finished job did what was asked (a document is searchable, an adapter was judged)."""
+    return status.state == "done" and status.result.get("status") not in ("failed", None)
+
+
 def describe(status: JobStatus, name: str) -> str:
-    """One line a person understands: what happened to their document, or why not."""
+    """One sentence a person understands: where a job stands, or how it ended and why."""
     if status.state == "error":
-        return f"{name}: failed ({status.error})"
+        return f"{name} could not be read: an internal error."
     if status.state != "done":
-        return f"{name}: {status.stage} {status.done}/{status.total}" if status.total else f"{name}: {status.stage}"
+        stage = f"{status.done}/{status.total} passages" if status.total else status.stage
+        return f"Reading {name}: {stage}"
     result = status.result
-    if result.get("status") == "ready":
-        return f"{name}: ready, {result.get('chunks', 0)} passages"
-    if result.get("status") == "unchanged":
-        return f"{name}: unchanged, {result.get('reason', '')}"
-    return f"{name}: failed, {result.get('reason', 'unknown reason')}"
+    outcome, reason = result.get("status"), result.get("reason") or "unknown reason"
+    if outcome == "ready":
+        return f"{name} is ready: {result.get('chunks', 0)} passages."
+    if outcome == "unchanged":
+        return f"{name} is ready (unchanged: {reason})."
+    if outcome == "promoted":
+        return f"Promoted {result.get('version')}: {reason}."
+    if outcome == "rejected":
+        return f"Rejected {result.get('version')}: {reason}; {result.get('against') or 'the base model'} keeps serving."
+    if outcome in ("skipped", "busy"):
+        return f"Training {outcome}: {reason}."
+    return f"{name} could not be read: {reason}."
 
 
-def follow_jobs(jobs: dict[str, str], console: Console, poll_s: float = 0.3) -> list[str]:
-    """Show live progress until every job has finished; returns the names of documents that failed."""
+def follow_with_bars(jobs: dict[str, str], console: Console, poll_s: float = 0.3) -> list[str]:
+    """Live progress bars until every job has finished; returns the names of documents that failed."""
     failed: list[str] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as bars:
         tasks: dict[str, TaskID] = {job: bars.add_task(name, total=None) for job, name in jobs.items()}
-        pending = set(jobs)
-        while pending:
-            for job in sorted(pending):
-                status = job_status(job)
-                bars.update(
-                    tasks[job],
-                    description=describe(status, jobs[job]),
-                    total=status.total or None,
-                    completed=status.done,
-                )
-                if status.finished:
-                    pending.discard(job)
-                    ok = status.state == "done" and status.result.get("status") in ("ready", "unchanged")
-                    bars.update(tasks[job], total=1, completed=1)
-                    if not ok:
-                        failed.append(jobs[job])
-            time.sleep(poll_s)
+        for status in follow_jobs(jobs, poll_s=poll_s):
+            task, name = tasks[status.job_id], jobs[status.job_id]
+            bars.update(task, description=describe(status, name), total=status.total or None, completed=status.done)
+            if status.finished:
+                bars.update(task, total=1, completed=1)
+                if not (succeeded(status) and status.result.get("status") in INGESTED):
+                    failed.append(name)
     return failed

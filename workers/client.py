@@ -6,6 +6,7 @@ Jobs are sent by task name (`send_task`), so a surface never imports the task co
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,13 +80,29 @@ def job_status(job_id: str) -> JobStatus:
     return JobStatus(job_id, "queued", "queued")
 
 
-def wait_for_job(job_id: str, timeout_s: float = 600, poll_s: float = 0.25) -> JobStatus:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        status = job_status(job_id)
-        if status.finished or time.monotonic() > deadline:
-            return status
+def follow_jobs(job_ids: Iterable[str], *, poll_s: float = 0.25, timeout_s: float | None = None) -> Iterator[JobStatus]:
+    """Every job's status at each poll until all have finished (a finished job's once) or `timeout_s` passed.
+
+    The one loop that follows jobs, for the CLI's progress bars, the chat surfaces' progress messages and
+    `wait_for_job`; an async caller pulls it with `asyncio.to_thread(next, statuses, None)`.
+    """
+    pending = list(dict.fromkeys(job_ids))
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while pending:
+        for job_id in list(pending):
+            status = job_status(job_id)
+            if status.finished:
+                pending.remove(job_id)
+            yield status
+        if not pending or (deadline is not None and time.monotonic() > deadline):
+            return
         time.sleep(poll_s)
+
+
+def wait_for_job(job_id: str, timeout_s: float = 600, poll_s: float = 0.25) -> JobStatus:
+    """The job's final status, or its last one when `timeout_s` passed first."""
+    *_, last = follow_jobs([job_id], poll_s=poll_s, timeout_s=timeout_s)
+    return last
 
 
 def queue_depths(settings: Settings) -> dict[str, int]:

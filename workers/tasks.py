@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 
 import redis
 from celery import Task
-from pymilvus.exceptions import MilvusException
 
-from agent.knowledge.ingest import IngestResult, ingest_bytes, oversize_reason
+from agent.knowledge.formats import oversize_reason
+from agent.knowledge.ingest import IngestResult, ingest_bytes
 from agent.knowledge.service import Knowledge, open_knowledge
 from agent.knowledge.store import StoreError
 from agent.learning import LearningStore
@@ -21,14 +21,12 @@ from agent.types import TENANT_WIDE, Audience
 from workers import blobs
 from workers.celery_app import app
 from workers.client import queue_depths
-from workers.connections import redis_client
+from workers.connections import TRANSIENT, redis_client
 from workers.names import FORGET_DOCUMENT, INGEST_DOCUMENT, INGEST_QUEUE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TRANSIENT = (OSError, MilvusException, redis.RedisError)
-"""Faults worth retrying: the services may come back. A bad file is not among them."""
 
 REDIS_PATIENCE_S = 300.0
 """How long a running job waits for Redis to come back before giving up (its message stays safe in Redis)."""
@@ -99,7 +97,7 @@ def ingest_document(
     size = _with_redis(lambda: blobs.size(settings, blob_key))
     if size > settings.max_upload_bytes:  # refused without reading it: memory stays bounded by the limit
         _with_redis(lambda: blobs.drop(settings, blob_key))
-        reason = oversize_reason(source, size, settings.max_upload_bytes)
+        reason = oversize_reason(source, settings.max_upload_bytes, size)
         return IngestResult("failed", doc_id or source, source, reason=reason).to_dict()
     data = _with_redis(lambda: blobs.load(settings, blob_key))
     if data is None:

@@ -8,19 +8,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
 from celery import Task
-from pymilvus.exceptions import MilvusException
 
 from agent.settings import get_settings
 from workers.celery_app import app
-from workers.connections import redis_client
+from workers.connections import TRANSIENT, redis_client
 from workers.names import TRAIN_ADAPTER, TRAIN_NIGHTLY, TRAIN_QUEUE
 
 log = logging.getLogger(__name__)
-
-TRANSIENT = (redis.RedisError, OSError, MilvusException)
-"""Services that may come back: the run is retried (and resumes from its checkpoint)."""
 
 
 @app.task(bind=True, name=TRAIN_ADAPTER, autoretry_for=TRANSIENT, retry_backoff=5, max_retries=5)

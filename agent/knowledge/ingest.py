@@ -19,6 +19,7 @@ from typing import Any, Literal
 from langchain_core.embeddings import Embeddings
 
 from agent.knowledge.chunking import chunk_document
+from agent.knowledge.formats import oversize_reason
 from agent.knowledge.parsers import DocumentError, parse_document
 from agent.knowledge.store import KnowledgeStore
 from agent.types import Audience, DocumentInfo
@@ -55,10 +56,6 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def oversize_reason(source: str, size: int, max_bytes: int) -> str:
-    return f"{source} is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit"
-
-
 def _no_progress(stage: str, done: int, total: int) -> None:
     return None
 
@@ -83,7 +80,7 @@ def ingest_bytes(
     """
     doc_id = doc_id or source
     if len(data) > max_bytes:
-        return IngestResult("failed", doc_id, source, reason=oversize_reason(source, len(data), max_bytes))
+        return IngestResult("failed", doc_id, source, reason=oversize_reason(source, max_bytes, len(data)))
     progress("reading", 0, 0)
     digest = content_hash(data)
     # Milvus round trips overlap the CPU work (parsing, embedding): the worker would otherwise sit idle in them.

@@ -22,6 +22,7 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from pypdf import PasswordType, PdfReader
 
+from agent.knowledge.formats import FORMATS
 from agent.types import ParsedDocument, Section
 
 MAX_UNPACKED_BYTES = 200 * 1024 * 1024
@@ -101,7 +102,7 @@ def _sniff(data: bytes, name: str) -> tuple[str, str | None]:
                 raise DocumentError(f"{name} could not be read as a Word document") from exc
         raise DocumentError(
             f"{name} is an unsupported file type (a zip archive, such as a spreadsheet or presentation); "
-            "share a PDF, Word, HTML, Markdown or text file"
+            f"share a file of one of these formats: {FORMATS}"
         )
     if data.startswith(_OLE_MAGIC):
         raise DocumentError(f"{name} is an old Office format (.doc/.xls/.ppt); save it as .docx or PDF")

@@ -21,7 +21,7 @@ def ingest(
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the jobs and show their progress.")] = False,
 ) -> None:
     """Queue documents for ingestion by the workers."""
-    from bot.jobs import follow_jobs, submit_files
+    from bot.jobs import follow_with_bars, submit_files
 
     settings = load_settings()
     audience = audience_of(settings, tenant, scope)
@@ -42,7 +42,7 @@ def ingest(
         for job_id, name in jobs.items():
             out.print(f"{job_id}  {name}")
         return
-    failed = follow_jobs(jobs, err)
+    failed = follow_with_bars(jobs, err)
     if failed:
         raise typer.Exit(1)
 

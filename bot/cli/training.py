@@ -22,16 +22,6 @@ from agent.models.registry import AdapterRegistry, AdapterVersion, tenant_regist
 from bot.cli.common import JsonOpt, TenantOpt, err, load_settings, out, print_json
 
 
-def describe_outcome(result: dict[str, Any]) -> str:
-    """One line a person understands: what the training did and why."""
-    status, reason, version = result.get("status"), result.get("reason", ""), result.get("version")
-    if status == "promoted":
-        return f"promoted {version}: {reason}"
-    if status == "rejected":
-        return f"rejected {version}: {reason}; {result.get('against')} keeps serving"
-    return f"{status}: {reason}"
-
-
 def train(
     now: Annotated[bool, typer.Option("--now", help="Train even when no data is new since the last run.")] = False,
     tenant: TenantOpt = None,
@@ -40,7 +30,8 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Queue a retraining of the tenant's adapter on a train worker and show its progress."""
-    from workers.client import job_status, submit_training
+    from bot.jobs import describe
+    from workers.client import follow_jobs, submit_training
 
     settings = load_settings()
     tenant_id = tenant or settings.default_tenant
@@ -49,26 +40,24 @@ def train(
     if not wait:
         out.print(job)
         return
-    deadline, hinted, last_stage, shown_at = time.monotonic() + timeout, False, "", 0.0
-    started = time.monotonic()
-    while not (status := job_status(job)).finished:
+    hinted, last_stage, shown_at, started = False, "", 0.0, time.monotonic()
+    for status in follow_jobs([job], poll_s=0.5, timeout_s=timeout):
         stage = status.stage.split(" (")[0]  # "training (loss 0.42)" -> "training"
-        if stage != last_stage or time.monotonic() - shown_at >= 5:  # a line per stage, then one every 5 s
+        if not status.finished and (stage != last_stage or time.monotonic() - shown_at >= 5):
             err.print(f"  {status.stage} {status.done}/{status.total}" if status.total else f"  {status.stage}")
-            last_stage, shown_at = stage, time.monotonic()
+            last_stage, shown_at = stage, time.monotonic()  # a line per stage, then one every 5 s
         if status.state == "queued" and not hinted and time.monotonic() - started > 15:
             err.print("  still queued: is a train worker running? (`expertbot up` starts one)")
             hinted = True
-        if time.monotonic() > deadline:
-            raise typer.Exit(3)
-        time.sleep(0.5)
+    if not status.finished:
+        raise typer.Exit(3)
     if status.state == "error":
         err.print(f"[red]training failed:[/] {status.error}")
         raise typer.Exit(1)
     if as_json:
         print_json(status.result)
     else:
-        out.print(describe_outcome(status.result))
+        out.print(describe(status, tenant_id))
 
 
 def _row(version: AdapterVersion, serving: str) -> dict[str, Any]:

@@ -42,8 +42,6 @@ log = logging.getLogger(__name__)
 WORKING = "hourglass_flowing_sand"
 FAILED = "warning"
 THREAD_TTL_S = 30 * 24 * 3600
-PROGRESS_EVERY_S = 1.0
-"""chat.update is rate limited (about 50 a minute per workspace): one progress edit a second at most."""
 HANDLED_SUBTYPES = (None, "file_share", "thread_broadcast")
 """Message subtypes that are a person writing; edits, deletions, joins and bot messages are not."""
 MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
@@ -234,12 +232,8 @@ class SlackBot:
             conv = await self._conversation(team, channel, thread or f"file-{file_id}", user, None)
             status_ts = await self._post(channel, thread, f"Reading {shared.name}: downloading")
             link = await self._permalink(channel, message_ts)
-            last = 0.0
             async for step in self.assistant.share(conv, shared.data, shared.name, link=link):
-                now = time.monotonic()
-                if step.finished or now - last >= PROGRESS_EVERY_S:
-                    last = now
-                    await self.client.chat_update(channel=channel, ts=status_ts, text=step.text)
+                await self.client.chat_update(channel=channel, ts=status_ts, text=step.text)
         except Exception as exc:
             await self._report(exc, "read that file", channel, thread, replace=status_ts)
 

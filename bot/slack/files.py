@@ -14,11 +14,11 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from agent.knowledge.formats import READABLE
 from bot.downloads import DownloadError, fetch_file
 
 NOT_DOCUMENTS = ("image/", "audio/", "video/")
 NOT_DOCUMENT_TYPES = frozenset({"zip", "gzip", "tar", "gif", "png", "jpg", "jpeg", "mp3", "mp4", "mov", "binary"})
-READABLE = "I can read PDF, Word (.docx), HTML, Markdown and text files."
 
 
 @dataclass(frozen=True)

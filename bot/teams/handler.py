@@ -10,7 +10,6 @@ import asyncio
 import html
 import logging
 import re
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +34,6 @@ log = logging.getLogger(__name__)
 
 FILE_DOWNLOAD_INFO = "application/vnd.microsoft.teams.file.download.info"
 COMMANDS = frozenset({"help", "status", "docs", "forget", "teach", "retrain"})
-PROGRESS_EVERY_S = 1.0
-"""Progress lines replace one message at most this often (Teams throttles a bot's edits per conversation)."""
 
 WELCOME = (
     "Hi! I answer questions about your company's domain, citing the documents shared with me. "
@@ -220,12 +217,10 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
         except DownloadError as exc:
             await self.messenger.send(reference, plain_message(str(exc)))
             return
-        last_update = 0.0
         async for step in self.assistant.share(conv, data, name, link=attachment.content_url):
             if step.finished:
                 await self.messenger.send(reference, plain_message(step.text))
-            elif progress_id and time.monotonic() - last_update >= PROGRESS_EVERY_S:
-                last_update = time.monotonic()
+            elif progress_id:
                 await self.messenger.update(reference, progress_id, plain_message(step.text))
 
     # --- votes --------------------------------------------------------------------------------------------
