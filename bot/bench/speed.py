@@ -27,7 +27,7 @@ import psutil
 from agent.evaluation import corpus_files
 from agent.knowledge.chunking import chunk_document
 from agent.knowledge.embeddings import get_embeddings, use_threads
-from agent.knowledge.fusion import SearchMode
+from agent.knowledge.fusion import SEARCH_MODES, SearchMode
 from agent.knowledge.parsers import DocumentError, parse_document
 from agent.knowledge.store import KnowledgeStore
 from agent.settings import EmbeddingModelName, Settings, load_settings
@@ -315,7 +315,7 @@ def bench_search(
         store.flush()
         report: dict[str, Any] = {"chunks": store.count(), "text": text.name, "queries": n_queries}
         store.client.close()
-        modes: tuple[SearchMode, ...] = ("dense", "bm25", "hybrid")
+        modes: tuple[SearchMode, ...] = tuple(sorted(SEARCH_MODES, key=lambda m: m == "hybrid"))  # hybrid last
         report.update(_time_server(stack, settings, dim, audiences, modes, n_queries, text, seed))
         if upstream_baseline:
             _log("restarting Milvus Lite with milvus-lite's own BM25 scorer (the baseline) ...")

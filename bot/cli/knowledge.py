@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
+from agent.knowledge.fusion import SEARCH_MODES, SearchMode
 from agent.types import Route
 from bot.cli.common import JsonOpt, ScopeOpt, TenantOpt, audience_of, err, fail, load_settings, out, print_json
-
-if TYPE_CHECKING:
-    from agent.knowledge.fusion import SearchMode
 
 
 def ingest(
@@ -82,16 +80,16 @@ def search(
     tenant: TenantOpt = None,
     scope: ScopeOpt = None,
     k: Annotated[int, typer.Option("-k", min=1, max=50)] = 5,
-    mode: Annotated[str, typer.Option(help="hybrid, dense or bm25")] = "hybrid",
+    mode: Annotated[str, typer.Option(help=" | ".join(SEARCH_MODES))] = "hybrid",
     as_json: JsonOpt = False,
 ) -> None:
     """Show the best passages for a question, as the bot would see them."""
     from agent.knowledge.service import open_knowledge
 
     settings = load_settings()
-    modes: dict[str, SearchMode] = {"hybrid": "hybrid", "dense": "dense", "bm25": "bm25"}
+    modes: dict[str, SearchMode] = {m: m for m in SEARCH_MODES}
     if mode not in modes:
-        raise fail("--mode must be hybrid, dense or bm25", 2)
+        raise fail(f"--mode must be one of {', '.join(SEARCH_MODES)}", 2)
     hits = open_knowledge(settings).search(audience_of(settings, tenant, scope), question, k=k, mode=modes[mode])
     if as_json:
         print_json({"hits": [h.__dict__ for h in hits]})

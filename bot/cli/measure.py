@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from agent.knowledge.fusion import SEARCH_MODES
 from bot.cli.common import JsonOpt, err, fail, load_settings, out, print_json
 
 eval_app = typer.Typer(help="Measure quality on an evaluation set.", no_args_is_help=True)
@@ -25,7 +26,7 @@ def eval_retrieval(
     """Ingest a corpus into a temporary knowledge base and score retrieval on the questions."""
     from agent.evaluation import evaluate_retrieval
 
-    modes: tuple[Any, ...] = ("hybrid", "dense", "bm25") if all_modes else ("hybrid",)
+    modes = SEARCH_MODES if all_modes else SEARCH_MODES[:1]
     report = evaluate_retrieval(load_settings(), corpus, qa, modes=modes, k=k)
     if as_json:
         print_json(report)
