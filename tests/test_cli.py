@@ -82,7 +82,7 @@ def test_ingest_wait_then_search_sees_only_its_scope(worker, zorblax: Path) -> N
     result = invoke("ingest", str(zorblax), "--scope", scope, "--wait")
     assert result.exit_code == 0, result.output
     assert "queued 1 document(s)" in result.stderr
-    assert "zorblax.md: ready" in result.stderr
+    assert "zorblax.md is ready" in result.stderr
 
     hits = search("Which port does the Zorblax gateway listen on?", scope)
     assert hits, "the ingested document is not found"
@@ -107,8 +107,8 @@ def test_folder_with_a_broken_file_fails_but_keeps_the_good_one(worker, tmp_path
     assert result.exit_code != 0, result.output
     err = flat(result.stderr)
     assert "queued 2 document(s)" in err
-    assert "broken.md: failed, broken.md looks like a binary file, not a document" in err
-    assert "guides/good.md: ready" in err
+    assert "broken.md could not be read: broken.md looks like a binary file, not a document" in err
+    assert "guides/good.md is ready" in err
 
     hits = search("How often is the Pellucid key rotated?", scope)
     assert [h["doc_id"] for h in hits] == ["guides/good.md"]  # inside a folder: the relative path
@@ -165,7 +165,7 @@ def test_chat_console_answers_from_documents(worker, zorblax: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = flat(proc.stdout)
     assert f"scope {scope}" in out
-    assert "zorblax.md: ready" in out
+    assert "zorblax.md is ready" in out
     assert "route: from documents" in out
     assert "port 7341" in out
     assert "Sources" in out
