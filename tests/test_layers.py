@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,31 +41,22 @@ def _graph() -> dict[str, set[str]]:
     return {name: _imports(path, modules) for name, path in modules.items()}
 
 
+def _edges(importer: str, forbidden: Callable[[str], bool]) -> list[tuple[str, str]]:
+    """(module, dependency) pairs where a module of package `importer` imports a forbidden module."""
+    graph = _graph()
+    return sorted((m, d) for m, deps in graph.items() if m.split(".")[0] == importer for d in deps if forbidden(d))
+
+
 def test_agent_imports_neither_bot_nor_workers():
-    offenders = {
-        (mod, dep)
-        for mod, deps in _graph().items()
-        if mod.startswith("agent")
-        for dep in deps
-        if dep.split(".")[0] in ("bot", "workers")
-    }
-    assert not offenders, sorted(offenders)
+    assert not _edges("agent", lambda dep: dep.split(".")[0] in ("bot", "workers"))
 
 
 def test_bot_reaches_workers_only_through_its_client_and_names():
-    offenders = {
-        (mod, dep)
-        for mod, deps in _graph().items()
-        if mod.startswith("bot")
-        for dep in deps
-        if dep.split(".")[0] == "workers" and dep not in BOT_DOORS_INTO_WORKERS
-    }
-    assert not offenders, sorted(offenders)
+    assert not _edges("bot", lambda dep: dep.split(".")[0] == "workers" and dep not in BOT_DOORS_INTO_WORKERS)
 
 
 def test_workers_import_nothing_from_bot():
-    offenders = {(m, d) for m, deps in _graph().items() if m.startswith("workers") for d in deps if d.startswith("bot")}
-    assert not offenders, sorted(offenders)
+    assert not _edges("workers", lambda dep: dep.split(".")[0] == "bot")
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
