@@ -15,13 +15,21 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
 from agent.learning import AnswerRecord, CuratedItem, LearningStore, tenant_wide_only
-from workers.training.examples import Example, ExampleKind, read_examples
+from workers.training.examples import TRAIN_TERM_PROMPTS, Example, ExampleKind, read_examples
 
-__all__ = ["Dataset", "Example", "ExampleKind", "Probe", "build_dataset", "make_dataset", "read_examples"]
+__all__ = [
+    "TRAIN_TERM_PROMPTS",
+    "Dataset",
+    "Example",
+    "ExampleKind",
+    "Probe",
+    "build_dataset",
+    "make_dataset",
+    "read_examples",
+]
 
-TRAIN_TERM_PROMPTS = ("What does {term} mean?", "What is {term}?")
-"""How a term is asked during training; the gate uses EVAL_TERM_PROMPT, a phrasing never trained on."""
 EVAL_TERM_PROMPT = "Explain the term {term}."
 HOLDOUT_EVERY = 5
 """One curated item in HOLDOUT_EVERY is held out (when there are at least that many)."""

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 ExampleKind = Literal["term", "qa", "style", "helpful", "document"]
+TRAIN_TERM_PROMPTS = ("What does {term} mean?", "What is {term}?")
+"""How a term is asked during training; the gate uses data.EVAL_TERM_PROMPT, a phrasing never trained on."""
 IGNORE = -100
 """The label of a token that carries no loss (a prompt token of a chat example)."""
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback
-from trl import SFTTrainer
+from trl.trainer.sft_trainer import SFTTrainer
 
 from workers.training.throughput import Meter
 
@@ -71,7 +71,7 @@ def resumed_meter(checkpoint: Path) -> Meter:
     return meter
 
 
-class NightlyTrainer(SFTTrainer):  # type: ignore[misc]
+class NightlyTrainer(SFTTrainer):
     """SFTTrainer that counts real and computed tokens and seals its checkpoints atomically."""
 
     def __init__(self, *args: Any, meter: Meter, checkpoints: CheckpointFolder | None, **kwargs: Any) -> None:
@@ -81,7 +81,7 @@ class NightlyTrainer(SFTTrainer):  # type: ignore[misc]
 
     def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         self.meter.count(inputs["input_ids"], inputs["labels"], inputs.get("attention_mask"))
-        loss: torch.Tensor = super().training_step(model, inputs, num_items_in_batch)
+        loss: torch.Tensor = super().training_step(model, inputs, num_items_in_batch)  # type: ignore[no-untyped-call]
         return loss
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
@@ -89,11 +89,11 @@ class NightlyTrainer(SFTTrainer):  # type: ignore[misc]
         if self.checkpoints is None or step >= self.state.max_steps:
             return  # the finished adapter is saved by the caller; a checkpoint of the last step is never resumed
         Trainer._save_checkpoint(self, model, trial)  # without trl's model card
-        written = Path(self.args.output_dir) / f"checkpoint-{step}"
+        written = Path(str(self.args.output_dir)) / f"checkpoint-{step}"
         self.checkpoints.commit(written, step, self.meter)
 
 
-class RunCallback(TrainerCallback):  # type: ignore[misc]
+class RunCallback(TrainerCallback):
     """Per-step seeding, step timing, the loss list and progress reports."""
 
     def __init__(self, meter: Meter, seed: int, progress: Progress | None) -> None:

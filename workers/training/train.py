@@ -58,7 +58,8 @@ class TrainArgs:
     """Packed rows (of up to `max_seq_len` tokens each) per micro-batch."""
     grad_accum: int = 1
     learning_rate: float = 2e-4
-    warmup_steps: int = 20
+    warmup_steps: float = 20
+    """Linear warm-up steps; a number below 1 is a share of the steps."""
     weight_decay: float = 0.0
     lora_r: int = 16
     lora_alpha: int = 32
@@ -180,7 +181,7 @@ def add_lora(model: Any, args: TrainArgs) -> Any:
 
 def sft_config(args: TrainArgs, output_dir: Path, *, save: bool) -> Any:
     """trl's SFTConfig for these arguments (max_steps is set once the packed data's size is known)."""
-    from trl import SFTConfig
+    from trl.trainer.sft_config import SFTConfig
 
     cuda = torch.cuda.is_available()
     return SFTConfig(
@@ -258,7 +259,8 @@ def main(args: TrainArgs, progress: Progress | None = None, *, data_hash: str | 
         checkpoints=checkpoints,
     )
     trainer.remove_callback(PrinterCallback)  # progress goes to `progress`, not to stdout
-    trainer.args.max_steps = steps_for(args, len(trainer.train_dataset))
+    packed_rows = len(trainer.train_dataset)  # type: ignore[arg-type]
+    trainer.args.max_steps = steps_for(args, packed_rows)
     start = int(resume.name.split("-")[1]) if resume else 0
     if resume:
         log.info("resuming from %s (step %d of %d)", resume, start, trainer.args.max_steps)
@@ -268,7 +270,7 @@ def main(args: TrainArgs, progress: Progress | None = None, *, data_hash: str | 
     model.save_pretrained(str(args.output_dir))
     figures = meter.figures(model.config, warmup_steps=min(3, len(meter.step_seconds) // 10))
     figures.update(
-        packed_rows=len(trainer.train_dataset),
+        packed_rows=packed_rows,
         examples=len(examples),
         packing="padding-free BFD" if args.packing else "padded, grouped by length",
         liger=use_liger(args),
