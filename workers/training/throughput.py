@@ -74,14 +74,20 @@ class Meter:
     loss_tokens: int = 0
     seconds: float = 0.0
     step_seconds: list[float] = field(default_factory=list)
+    step_tokens: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     _began: float = 0.0
+    _pending: list[tuple[Any, Any]] = field(default_factory=list)
 
     def count(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
-        """One micro-batch: computed = every position; real = the unmasked ones (all of them when padding-free)."""
+        """One micro-batch: computed = every position; real = the unmasked ones (all of them when padding-free).
+
+        Counts on the device are summed at the step's end (which waits for the GPU anyway), not here: reading a
+        GPU number before the forward would make the CPU wait for the previous backward.
+        """
         self.computed_tokens += input_ids.numel()
-        self.real_tokens += int(attention_mask.sum()) if attention_mask is not None else input_ids.numel()
-        self.loss_tokens += int((labels[..., 1:] != -100).sum())
+        real = attention_mask.sum() if attention_mask is not None else input_ids.numel()
+        self._pending.append((real, (labels[..., 1:] != -100).sum()))
 
     def step_began(self) -> None:
         self._began = time.perf_counter()
@@ -90,8 +96,13 @@ class Meter:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - self._began
+        real = sum(int(r) for r, _ in self._pending)
+        self.real_tokens += real
+        self.loss_tokens += sum(int(n) for _, n in self._pending)
+        self._pending.clear()
         self.seconds += elapsed
         self.step_seconds.append(round(elapsed, 4))
+        self.step_tokens.append(real)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -100,20 +111,27 @@ class Meter:
             "loss_tokens": self.loss_tokens,
             "seconds": self.seconds,
             "step_seconds": self.step_seconds,
+            "step_tokens": self.step_tokens,
             "losses": self.losses,
         }
 
     def load(self, state: dict[str, Any]) -> None:
-        for key in ("real_tokens", "computed_tokens", "loss_tokens", "seconds", "step_seconds", "losses"):
+        for key in (
+            "real_tokens",
+            "computed_tokens",
+            "loss_tokens",
+            "seconds",
+            "step_seconds",
+            "step_tokens",
+            "losses",
+        ):
             setattr(self, key, state[key])
 
     def figures(self, config: Any, *, warmup_steps: int = 0) -> dict[str, Any]:
         """Speed, padding efficiency, memory and MFU; `warmup_steps` first steps are left out of `steady_*`."""
         rate = self.real_tokens / self.seconds if self.seconds > 0 else 0.0
-        steps = len(self.step_seconds)
         steady_s = sum(self.step_seconds[warmup_steps:])
-        share = (steps - warmup_steps) / steps if steps > warmup_steps else 0.0
-        steady = self.real_tokens * share / steady_s if steady_s > 0 else rate  # tokens per step vary little
+        steady = sum(self.step_tokens[warmup_steps:]) / steady_s if steady_s > 0 and self.step_tokens else rate
         flops = 6 * parameter_count(config)
         peak = peak_tflops(device_name())
         return {
