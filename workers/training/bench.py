@@ -1,10 +1,20 @@
-"""Training speed: tokens/s and peak memory of LoRA (bf16) and QLoRA (NF4) side by side, on random weights.
+"""Training speed: the product trainer and the plain peft loop side by side, on random weights of one shape.
 
 Speed and memory do not depend on the weights' values, so a randomly initialised model of Phi-3-mini's exact
-shape (`--size mini`, GPU) needs no download; `--size tiny` (the test model's shape) runs anywhere. On CPU only
-plain LoRA runs: bitsandbytes' NF4 training kernels need CUDA, and the report says so.
+shape (`--size mini`, GPU) needs no download; `--size tiny` (the test model's shape) runs anywhere.
 
-Run as `python -m workers.training.bench` (what `expertbot bench train` calls, in a process of its own).
+- **plain loop**: peft LoRA (bf16) and QLoRA (NF4), a forward/backward/step loop on `--batch` x `--seq` random
+  tokens (every token real: the upper bound of what packing can reach);
+- **product**: `workers.training.train.main`, the nightly trainer at its configuration (`configs/default.yaml`
+  for mini, `configs/tiny.yaml` for tiny, or `--config`), on the default data mix (`workers/training/mix.py`)
+  through a word-level tokenizer (about 1.1 tokens a word; Phi-3's tokenizer takes about 1.3 on English).
+
+Each run reports real tokens/s (after the first steps), padding efficiency (real / computed tokens), peak memory
+and MFU (`workers/training/throughput.py`). On CPU only plain LoRA runs: bitsandbytes' NF4 training kernels need
+CUDA, and the report says so; the peak memory there is the process's peak RSS (it never goes down).
+
+Run as `python -m workers.training.bench` (what `expertbot bench train` calls, in a process of its own). It imports
+the trainer core only (torch, transformers, peft, trl, datasets, matplotlib): no chat, queue or store packages.
 """
 
 from __future__ import annotations
@@ -12,7 +22,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -21,7 +30,9 @@ from typing import Any, Literal
 
 import torch
 
-from agent.models.tiny import LORA_TARGETS, TINY_SHAPE
+from agent.models.tiny import LORA_TARGETS, PHI3_CHAT_TEMPLATE, TINY_SHAPE
+from workers.training.mix import mix_examples, mix_items, write_mix
+from workers.training.throughput import Meter, device_name, memory_kind, peak_memory_gb, reset_peak_memory
 
 Size = Literal["mini", "tiny"]
 
@@ -90,17 +101,10 @@ def _load(folder: Path, method: str) -> Any:
     return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
 
 
-def _peak_gb() -> float:
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 1e9
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux: the process's peak RSS
-
-
 def run_method(folder: Path, method: str, *, steps: int, batch: int, seq: int, vocab: int) -> dict[str, Any]:
     from peft import LoraConfig, get_peft_model
 
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak_memory()
     model = get_peft_model(
         _load(folder, method),
         LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=LORA_TARGETS, task_type="CAUSAL_LM"),
@@ -124,56 +128,166 @@ def run_method(folder: Path, method: str, *, steps: int, batch: int, seq: int, v
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - started
+    tokens = steps * batch * seq
+    meter = Meter(
+        real_tokens=tokens, computed_tokens=tokens, seconds=elapsed, step_seconds=[elapsed], step_tokens=[tokens]
+    )
+    figures = meter.figures(model.config)
     result = {
+        "trainer": "plain peft loop",
         "method": method,
-        "tokens_per_s": round(steps * batch * seq / elapsed, 1),
-        "peak_mem_gb": round(_peak_gb(), 3),
+        "shape": f"{batch} x {seq} random tokens",
+        "tokens_per_s": figures["tokens_per_s"],
+        "padding_efficiency": figures["padding_efficiency"],
+        "peak_mem_gb": round(peak_memory_gb(), 3),
+        "mfu": figures["mfu"],
         "steps": steps,
         "seconds": round(elapsed, 2),
     }
     del model, optimizer, params
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    _free()
     return result
 
 
-def bench_train(size: Size, *, steps: int | None = None, batch: int = 4, seq: int = 512) -> dict[str, Any]:
+def _free() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _mix_tokenizer(folder: Path) -> None:
+    """A word-level BPE over the mix's words, with Phi-3's special tokens and chat template, saved into `folder`."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+    tok = Tokenizer(models.BPE(unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.BpeTrainer(vocab_size=2000, special_tokens=specials, show_progress=False)
+    items = mix_items(0.5, seed=1)
+    tok.train_from_iterator([e.prompt + " " + e.answer + " " + e.text for e in mix_examples(items)], trainer=trainer)
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=specials[2:],
+    )
+    fast.chat_template = PHI3_CHAT_TEMPLATE
+    fast.save_pretrained(folder)
+
+
+def run_product(folder: Path, work: Path, *, steps: int, config: Path | None, mix_scale: float) -> dict[str, Any]:
+    """The nightly trainer at its configuration on the default data mix, for `steps` steps."""
+    from workers.training.train import TrainArgs, load_config, main
+
+    trainer, _ = load_config(config)
+    warmup = float(trainer.get("warmup_steps", 0))
+    trainer.update(max_steps=steps, epochs=None, warmup_steps=warmup if warmup < 1 else min(int(warmup), steps // 4))
+    args = TrainArgs(
+        base_model=str(folder),
+        train_file=write_mix(work / "mix.jsonl", mix_scale),
+        output_dir=work / "product",
+        checkpoint_dir=None,
+        **trainer,
+    )
+    result = main(args)
+    f = result.figures
+    _free()
+    return {
+        "trainer": "product (trl SFTTrainer)",
+        "method": result.method,
+        "shape": f"{args.batch_size} x {args.grad_accum} rows of <= {args.max_seq_len}, {f['packing']}",
+        "tokens_per_s": f["steady_tokens_per_s"],
+        "padding_efficiency": f["padding_efficiency"],
+        "peak_mem_gb": f["peak_memory_gb"],
+        "mfu": f["mfu"],
+        "steps": result.steps,
+        "seconds": f["seconds"],
+        "tokens_per_step": round(f["tokens"] / max(result.steps, 1)),
+        "liger": f["liger"],
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "config": str(config or "default"),
+    }
+
+
+def bench_train(
+    size: Size,
+    *,
+    steps: int | None = None,
+    batch: int = 4,
+    seq: int = 512,
+    plain: list[str] | None = None,
+    product: bool = True,
+    product_steps: int | None = None,
+    configs: list[Path] | None = None,
+    mix_scale: float | None = None,
+) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     if size == "mini" and not cuda:
         raise SystemExit("--size mini needs a CUDA GPU (a 3.8 B model); on CPU use --size tiny")
-    config = phi3_config(size)
+    model_config = phi3_config(size)
     steps = steps or (200 if size == "mini" else 30)
-    seq = min(seq, int(config.max_position_embeddings))
-    methods = ["lora-bf16", "qlora-nf4"] if cuda else ["lora-fp32-cpu"]
+    seq = min(seq, int(model_config.max_position_embeddings))
+    methods = plain if plain is not None else (["lora-bf16", "qlora-nf4"] if cuda else ["lora-fp32-cpu"])
     report: dict[str, Any] = {
         "size": size,
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "device": device_name(),
         "batch": batch,
         "seq_len": seq,
         "runs": [],
-        "memory": "peak GPU memory allocated" if cuda else "peak process RSS",
+        "memory": memory_kind(),
     }
     if not cuda:
         report["note"] = "QLoRA (bitsandbytes NF4) needs CUDA: only plain LoRA was measured on this CPU"
+    tiny_config = Path(__file__).parent / "configs" / "tiny.yaml"
     with tempfile.TemporaryDirectory(prefix="expertbot-bench-train-") as tmp:
-        folder = _random_model(config, Path(tmp) / "model", torch.bfloat16 if cuda else torch.float32)
+        folder = _random_model(model_config, Path(tmp) / "model", torch.bfloat16 if cuda else torch.float32)
+        _mix_tokenizer(folder)
+        default: list[Path | None] = [None if size == "mini" else tiny_config]
+        runs: list[Path | None] = list(configs) if configs else default
+        for config in runs if product else []:
+            n = product_steps or (30 if size == "mini" else 6)
+            print(f"training with the product trainer ({config or 'default'}) for {n} steps ...", file=sys.stderr)
+            scale = mix_scale or (4.0 if size == "mini" else 0.5)
+            try:
+                report["runs"].append(run_product(folder, Path(tmp), steps=n, config=config, mix_scale=scale))
+            except Exception as exc:  # one failing configuration (say, a kernel) must not hide the others
+                failed = {"trainer": "product (trl SFTTrainer)", "config": str(config), "error": repr(exc)}
+                report["runs"].append(failed)
+                _free()
         for method in methods:
-            print(f"training {method} for {steps} steps ...", file=sys.stderr, flush=True)
+            print(f"training {method} (plain loop) for {steps} steps ...", file=sys.stderr, flush=True)
             report["runs"].append(
-                run_method(folder, method, steps=steps, batch=batch, seq=seq, vocab=int(config.vocab_size))
+                run_method(folder, method, steps=steps, batch=batch, seq=seq, vocab=int(model_config.vocab_size))
             )
     return report
 
 
 def cli(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=["mini", "tiny"], default="mini" if torch.cuda.is_available() else "tiny")
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--seq", type=int, default=512)
+    parser.add_argument("--steps", type=int, help="plain-loop steps (after 1-3 warm-up steps)")
+    parser.add_argument("--batch", type=int, default=4, help="plain-loop batch")
+    parser.add_argument("--seq", type=int, default=512, help="plain-loop sequence length")
+    parser.add_argument("--plain", nargs="*", help="plain-loop methods (lora-bf16 qlora-nf4 lora-fp32-cpu; none: skip)")
+    parser.add_argument("--no-product", action="store_true", help="skip the product trainer")
+    parser.add_argument("--product-steps", type=int, help="product-trainer steps (the first 3 are not timed)")
+    parser.add_argument("--config", type=Path, nargs="*", help="the product trainer's YAML config(s), one run each")
+    parser.add_argument("--mix-scale", type=float, help="size of the data mix (1.0: 320 examples)")
     ns = parser.parse_args(argv)
-    print(json.dumps(bench_train(ns.size, steps=ns.steps, batch=ns.batch, seq=ns.seq)))
+    report = bench_train(
+        ns.size,
+        steps=ns.steps,
+        batch=ns.batch,
+        seq=ns.seq,
+        plain=ns.plain,
+        product=not ns.no_product,
+        product_steps=ns.product_steps,
+        configs=ns.config,
+        mix_scale=ns.mix_scale,
+    )
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,32 +15,24 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
 
 from agent.learning import AnswerRecord, CuratedItem, LearningStore, tenant_wide_only
+from workers.training.examples import TRAIN_TERM_PROMPTS, Example, ExampleKind, read_examples
 
-ExampleKind = Literal["term", "qa", "style", "helpful", "document"]
+__all__ = [
+    "TRAIN_TERM_PROMPTS",
+    "Dataset",
+    "Example",
+    "ExampleKind",
+    "Probe",
+    "build_dataset",
+    "make_dataset",
+    "read_examples",
+]
 
-TRAIN_TERM_PROMPTS = ("What does {term} mean?", "What is {term}?")
-"""How a term is asked during training; the gate uses EVAL_TERM_PROMPT, a phrasing never trained on."""
 EVAL_TERM_PROMPT = "Explain the term {term}."
 HOLDOUT_EVERY = 5
 """One curated item in HOLDOUT_EVERY is held out (when there are at least that many)."""
-
-
-@dataclass(frozen=True)
-class Example:
-    """One training example: a conversation turn (prompt, answer) or plain domain text, with where it came from."""
-
-    kind: ExampleKind
-    source: str
-    prompt: str = ""
-    answer: str = ""
-    text: str = ""
-
-    @property
-    def is_chat(self) -> bool:
-        return self.kind != "document"
 
 
 @dataclass(frozen=True)
@@ -82,10 +74,6 @@ class Dataset:
             json.dumps({"probes": probes, "heldout_text": self.heldout_text}, ensure_ascii=False, indent=1), "utf-8"
         )
         return path
-
-
-def read_examples(path: Path) -> list[Example]:
-    return [Example(**json.loads(line)) for line in path.read_text("utf-8").splitlines() if line.strip()]
 
 
 def _held_out(key: str, n_items: int) -> bool:

@@ -172,14 +172,7 @@ def judge_and_register(
         report("evaluating", 0, 1)
     cand, ref = evaluate(settings.phi3_model, result.output_dir, current.path if current else None, dataset, gate)
     decision = decide(cand, ref, gate, against)
-    training = {
-        "method": result.method,
-        "steps": result.steps,
-        "resumed_from_step": result.resumed_from,
-        "tokens_per_s": round(result.tokens_per_s, 1),
-        "first_loss": result.losses[0],
-        "last_loss": result.losses[-1],
-    }
+    training = result.summary()
     metrics = {"candidate": _finite(cand), "reference": _finite(ref), "against": against}
     manifest = {
         "base_model": settings.phi3_model,

@@ -1,25 +1,28 @@
-"""The trainer: peft LoRA on Phi-3 (QLoRA with NF4 when CUDA is present), resumable from checkpoints.
+"""The nightly trainer: trl's SFTTrainer over peft LoRA on Phi-3 (QLoRA NF4 on CUDA), packed without padding.
 
-A plain `main(args)`: the Celery task, the CLI benchmark and the tests all call it. Every step is
-deterministic given (data, arguments, step): the batch order is drawn from the seed and the RNG is re-seeded at
-each step, so a run resumed from a checkpoint continues exactly as if it had never stopped.
+A plain `main(args)`: the Celery task, the training bench and the tests all call it.
 
-Checkpoints (LoRA weights, optimiser and schedule state, losses) are written to a temporary folder, renamed into
-place, and only then named in `LATEST`: a run killed while writing one resumes from the previous one.
+- **No padding waste**: examples are packed best-fit-decreasing into rows of up to `max_seq_len` tokens and a
+  micro-batch is one flat sequence with position ids restarting at every example (trl's padding-free BFD
+  packing). transformers turns those position ids into a block-diagonal causal mask (or varlen kernels with
+  flash attention), so no example attends to another; every computed token is a real one.
+- **What is learnt**: chat examples (terms, Q&A, helpful answers) carry loss on the answer only, document text on
+  every token (`workers/training/examples.py::encode`).
+- **Liger kernels** (fused RMSNorm, RoPE, SwiGLU) on CUDA when `liger_kernel` is installed.
+- **Contracts** kept from the hand-written loop it replaces: deterministic resume from the last checkpoint after a
+  kill, checkpoints sealed atomically, progress per step, `report.json` + `loss.png`, continuing from the served
+  adapter (see `workers/training/sft.py`).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import logging
 import math
-import os
-import random
 import shutil
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -28,14 +31,15 @@ import torch
 import yaml
 
 from agent.models.tiny import LORA_TARGETS
-from workers.training.data import Example, read_examples
+from workers.training.examples import encode, read_examples
 from workers.training.report import loss_curve_png
+from workers.training.sft import CheckpointFolder, Progress, resumed_meter
+from workers.training.throughput import Meter, reset_peak_memory
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
-Progress = Callable[[int, int, float], None]
-"""progress(step, total_steps, loss)"""
+__all__ = ["DEFAULT_CONFIG", "Progress", "TrainArgs", "TrainResult", "load_config", "main"]
 
 
 @dataclass
@@ -47,10 +51,15 @@ class TrainArgs:
     init_adapter: Path | None = None
     """Continue training this adapter (the served one) instead of a fresh LoRA on the base model."""
     max_steps: int = 300
+    """Optimiser steps; with `epochs` set, the most steps a night may take."""
+    epochs: float | None = None
+    """Passes over the packed data (None: exactly `max_steps` steps)."""
     batch_size: int = 8
+    """Packed rows (of up to `max_seq_len` tokens each) per micro-batch."""
     grad_accum: int = 1
     learning_rate: float = 2e-4
-    warmup_steps: int = 20
+    warmup_steps: float = 20
+    """Linear warm-up steps; a number below 1 is a share of the steps."""
     weight_decay: float = 0.0
     lora_r: int = 16
     lora_alpha: int = 32
@@ -60,6 +69,10 @@ class TrainArgs:
     checkpoint_every: int = 25
     quantize: Literal["auto", "none"] = "auto"
     gradient_checkpointing: bool = False
+    packing: bool = True
+    """Padding-free BFD packing; false: padded batches of similar lengths (for comparison)."""
+    liger: bool = True
+    """Liger kernels when on CUDA and installed."""
     continue_from_current: bool = True
     seed: int = 0
 
@@ -78,10 +91,25 @@ class TrainResult:
     tokens: int
     seconds: float
     method: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    """Speed, padding efficiency, memory, MFU (`workers/training/throughput.py::Meter.figures`)."""
 
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """What the adapter's manifest keeps of the run."""
+        keep = ("padding_efficiency", "peak_memory_gb", "mfu", "device")
+        return {
+            "method": self.method,
+            "steps": self.steps,
+            "resumed_from_step": self.resumed_from,
+            "tokens_per_s": round(self.tokens_per_s, 1),
+            "first_loss": self.losses[0] if self.losses else None,
+            "last_loss": self.losses[-1] if self.losses else None,
+            **{k: self.figures.get(k) for k in keep},
+        }
 
 
 def load_config(path: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -99,15 +127,27 @@ def use_qlora(args: TrainArgs) -> bool:
     return args.quantize == "auto" and torch.cuda.is_available()
 
 
+def use_liger(args: TrainArgs) -> bool:
+    return args.liger and torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None
+
+
+def method_name(args: TrainArgs) -> str:
+    return "qlora-nf4" if use_qlora(args) else ("lora-bf16" if torch.cuda.is_available() else "lora-fp32-cpu")
+
+
 def load_base_for_training(args: TrainArgs) -> tuple[Any, Any]:
-    """The base model ready for LoRA: NF4 + double quantisation + bf16 compute on CUDA, float32 on CPU."""
+    """The base model ready for LoRA: NF4 + double quantisation + bf16 compute on CUDA, float32 on CPU.
+
+    No fp32 up-casting of the frozen weights (peft's prepare_model_for_kbit_training): as in trl's QLoRA path,
+    norms and the LM head stay bf16, which keeps the logits on tensor cores and the memory low.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     local = Path(args.base_model).is_dir()
     tokenizer = AutoTokenizer.from_pretrained(args.base_model, local_files_only=local)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    kwargs: dict[str, Any] = {"local_files_only": local}
+    kwargs: dict[str, Any] = {"local_files_only": local, "attn_implementation": "sdpa"}
     if torch.cuda.is_available():
         kwargs.update(dtype=torch.bfloat16, device_map={"": 0})
         if use_qlora(args):
@@ -120,21 +160,13 @@ def load_base_for_training(args: TrainArgs) -> tuple[Any, Any]:
     else:
         kwargs["dtype"] = torch.float32
     model: Any = AutoModelForCausalLM.from_pretrained(args.base_model, **kwargs)
-    if use_qlora(args):
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
-            model, use_gradient_checkpointing=args.gradient_checkpointing
-        )
-    elif args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
     return model, tokenizer
 
 
 def add_lora(model: Any, args: TrainArgs) -> Any:
     from peft import LoraConfig, PeftModel, get_peft_model
 
+    torch.manual_seed(args.seed)  # the fresh LoRA matrices: the same for every run with these arguments
     if args.init_adapter is not None:
         return PeftModel.from_pretrained(model, str(args.init_adapter), is_trainable=True)
     config = LoraConfig(
@@ -147,157 +179,107 @@ def add_lora(model: Any, args: TrainArgs) -> Any:
     return get_peft_model(model, config)
 
 
-def encode(example: Example, tokenizer: Any, max_len: int) -> tuple[list[int], list[int]]:
-    """(input ids, labels): a chat example through the chat template, learning only the answer; text as is."""
-    if example.is_chat:
-        turn = [{"role": "user", "content": example.prompt}]
-        prompt = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template([*turn, {"role": "assistant", "content": example.answer}], tokenize=False)
-        ids = tokenizer(full, add_special_tokens=False)["input_ids"]
-        n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        labels = [-100] * n_prompt + ids[n_prompt:]
-    else:
-        ids = tokenizer(example.text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        labels = list(ids)
-    return ids[:max_len], labels[:max_len]
+def sft_config(args: TrainArgs, output_dir: Path, *, save: bool) -> Any:
+    """trl's SFTConfig for these arguments (max_steps is set once the packed data's size is known)."""
+    from trl.trainer.sft_config import SFTConfig
+
+    cuda = torch.cuda.is_available()
+    return SFTConfig(
+        output_dir=str(output_dir),
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.learning_rate,
+        lr_scheduler_type="cosine_with_min_lr",  # linear warm-up, cosine decay to a tenth
+        lr_scheduler_kwargs={"min_lr_rate": 0.1},
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        max_grad_norm=1.0,
+        optim="adamw_torch_fused" if cuda else "adamw_torch",
+        bf16=cuda,
+        logging_steps=1,
+        save_strategy="steps" if save else "no",
+        save_steps=args.checkpoint_every,
+        report_to="none",
+        disable_tqdm=True,
+        log_level="warning",
+        seed=args.seed,
+        data_seed=args.seed,
+        max_length=args.max_seq_len,
+        packing=args.packing,
+        packing_strategy="bfd",
+        padding_free=args.packing,
+        train_sampling_strategy="random" if args.packing else "group_by_length",
+        shuffle_dataset=True,
+        gradient_checkpointing=args.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        use_liger_kernel=use_liger(args),
+        dataloader_pin_memory=cuda,
+    )
 
 
-def collate(rows: list[tuple[list[int], list[int]]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (row_ids, row_labels) in enumerate(rows):
-        ids[i, : len(row_ids)] = torch.tensor(row_ids)
-        labels[i, : len(row_labels)] = torch.tensor(row_labels)
-        mask[i, : len(row_ids)] = 1
-    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
-
-
-def batch_order(n_examples: int, n_batches: int, batch_size: int, seed: int) -> list[list[int]]:
-    """Epoch after epoch of shuffled examples, cut into batches: the same for a fresh and a resumed run."""
-    rng = random.Random(seed)
-    stream: list[int] = []
-    while len(stream) < n_batches * batch_size:
-        epoch = list(range(n_examples))
-        rng.shuffle(epoch)
-        stream += epoch
-    return [stream[i * batch_size : (i + 1) * batch_size] for i in range(n_batches)]
-
-
-def _schedule(args: TrainArgs) -> Callable[[int], float]:
-    """Linear warm-up, then cosine decay to a tenth of the learning rate."""
-
-    def factor(step: int) -> float:
-        if step < args.warmup_steps:
-            return (step + 1) / args.warmup_steps
-        progress = (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
-
-
-# --- checkpoints ------------------------------------------------------------------------------------------------
-
-
-def _latest_checkpoint(folder: Path | None, fingerprint: str) -> Path | None:
-    if folder is None:
-        return None
-    try:
-        name = (folder / "LATEST").read_text("utf-8").strip()
-        meta = json.loads((folder / name / "meta.json").read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-    return folder / name if meta.get("fingerprint") == fingerprint else None
-
-
-def _save_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any, meta: dict[str, Any]) -> None:
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
-    name = f"step-{meta['step']:06d}"
-    staging = folder / f".{name}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
-    save_file(state, str(staging / "lora.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, staging / "state.pt")
-    (staging / "meta.json").write_text(json.dumps(meta), "utf-8")
-    shutil.rmtree(folder / name, ignore_errors=True)
-    os.rename(staging, folder / name)
-    tmp = folder / ".LATEST.tmp"
-    tmp.write_text(name, "utf-8")
-    os.replace(tmp, folder / "LATEST")
-    for old in folder.glob("step-*"):
-        if old.name != name:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _resume(ckpt: Path, model: Any, optimizer: Any, scheduler: Any) -> dict[str, Any]:
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    set_peft_model_state_dict(model, load_file(str(ckpt / "lora.safetensors"), device=str(model.device)))
-    state = torch.load(ckpt / "state.pt", map_location=model.device, weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    meta: dict[str, Any] = json.loads((ckpt / "meta.json").read_text("utf-8"))
-    return meta
-
-
-# --- the run ----------------------------------------------------------------------------------------------------
+def steps_for(args: TrainArgs, rows: int) -> int:
+    if args.epochs is None:
+        return args.max_steps
+    per_step = args.batch_size * args.grad_accum
+    return max(1, min(args.max_steps, math.ceil(args.epochs * rows / per_step)))
 
 
 def main(args: TrainArgs, progress: Progress | None = None, *, data_hash: str | None = None) -> TrainResult:
     """Train (or resume) and save the adapter, `report.json` and `loss.png` into args.output_dir."""
+    from datasets import Dataset
+    from transformers import PrinterCallback
+
+    from workers.training.sft import NightlyTrainer, RunCallback
+
     examples = read_examples(args.train_file)
     if not examples:
         raise ValueError(f"{args.train_file} holds no training examples")
     data_hash = data_hash or hashlib.sha256(args.train_file.read_bytes()).hexdigest()[:16]
     fingerprint = args.fingerprint(data_hash)
+    reset_peak_memory()
     model, tokenizer = load_base_for_training(args)
-    torch.manual_seed(args.seed)  # the fresh LoRA matrices: the same for every run with these arguments
     model = add_lora(model, args)
-    device = model.device
-    encoded = [encode(e, tokenizer, args.max_seq_len) for e in examples]
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(args))
-    start, losses, tokens, seconds = 0, [], 0, 0.0
-    ckpt = _latest_checkpoint(args.checkpoint_dir, fingerprint)
-    if ckpt is not None:
-        meta = _resume(ckpt, model, optimizer, scheduler)
-        start, losses, tokens, seconds = meta["step"], meta["losses"], meta["tokens"], meta["seconds"]
-        log.info("resuming from %s (step %d of %d)", ckpt, start, args.max_steps)
-    batches = batch_order(len(encoded), args.max_steps * args.grad_accum, args.batch_size, args.seed)
-    pad = int(tokenizer.pad_token_id)
-    model.train()
-    for step in range(start, args.max_steps):
-        began = time.perf_counter()
-        torch.manual_seed(args.seed * 1_000_003 + step)  # dropout draws the same numbers after a resume
-        step_loss = 0.0
-        for micro in range(args.grad_accum):
-            batch = collate([encoded[i] for i in batches[step * args.grad_accum + micro]], pad, device)
-            loss = model(**batch).loss / args.grad_accum
-            loss.backward()
-            step_loss += float(loss.detach())
-            tokens += int(batch["attention_mask"].sum())
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(round(step_loss, 5))
-        seconds += time.perf_counter() - began
-        done = step + 1
-        if progress:
-            progress(done, args.max_steps, step_loss)
-        if args.checkpoint_dir is not None and done % args.checkpoint_every == 0 and done < args.max_steps:
-            meta = {"step": done, "losses": losses, "tokens": tokens, "seconds": seconds, "fingerprint": fingerprint}
-            _save_checkpoint(args.checkpoint_dir, model, optimizer, scheduler, meta)
+    rows = [encode(e, tokenizer, args.max_seq_len) for e in examples]
+    data = Dataset.from_dict({"input_ids": [r[0] for r in rows], "labels": [r[1] for r in rows]})
+
+    checkpoints = CheckpointFolder(args.checkpoint_dir, fingerprint) if args.checkpoint_dir else None
+    resume = checkpoints.latest() if checkpoints else None
+    meter = resumed_meter(resume) if resume else Meter()
+    if checkpoints:
+        shutil.rmtree(checkpoints.staging, ignore_errors=True)  # what a killed run left half-written
+    work = checkpoints.staging if checkpoints else args.output_dir / ".trainer"
+    trainer = NightlyTrainer(
+        model=model,
+        args=sft_config(args, work, save=checkpoints is not None),
+        train_dataset=data,
+        processing_class=tokenizer,
+        callbacks=[RunCallback(meter, args.seed, progress)],
+        meter=meter,
+        checkpoints=checkpoints,
+    )
+    trainer.remove_callback(PrinterCallback)  # progress goes to `progress`, not to stdout
+    packed_rows = len(trainer.train_dataset)  # type: ignore[arg-type]
+    trainer.args.max_steps = steps_for(args, packed_rows)
+    start = int(resume.name.split("-")[1]) if resume else 0
+    if resume:
+        log.info("resuming from %s (step %d of %d)", resume, start, trainer.args.max_steps)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     args.output_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(args.output_dir / ".trainer", ignore_errors=True)
     model.save_pretrained(str(args.output_dir))
-    method = "qlora-nf4" if use_qlora(args) else ("lora-bf16" if torch.cuda.is_available() else "lora-fp32-cpu")
-    result = TrainResult(args.output_dir, args.max_steps, start, losses, tokens, seconds, method)
+    figures = meter.figures(model.config, warmup_steps=min(3, len(meter.step_seconds) // 10))
+    figures.update(
+        packed_rows=packed_rows,
+        examples=len(examples),
+        packing="padding-free BFD" if args.packing else "padded, grouped by length",
+        liger=use_liger(args),
+        attention=str(getattr(model.config, "_attn_implementation", "?")),
+    )
+    result = TrainResult(
+        args.output_dir, trainer.state.global_step, start, meter.losses, meter.real_tokens, meter.seconds,
+        method_name(args), figures,
+    )  # fmt: skip
     write_report(result, args, data_hash)
     return result
 
@@ -307,8 +289,7 @@ def write_report(result: TrainResult, args: TrainArgs, data_hash: str) -> None:
         "method": result.method,
         "steps": result.steps,
         "resumed_from_step": result.resumed_from,
-        "tokens": result.tokens,
-        "tokens_per_s": round(result.tokens_per_s, 1),
+        **result.figures,
         "first_loss": result.losses[0] if result.losses else None,
         "last_loss": result.losses[-1] if result.losses else None,
         "losses": result.losses,
@@ -316,7 +297,8 @@ def write_report(result: TrainResult, args: TrainArgs, data_hash: str) -> None:
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
     }
     (args.output_dir / "report.json").write_text(json.dumps(report, indent=1), "utf-8")
-    loss_curve_png(result.losses, args.output_dir / "loss.png")
+    title = f"{result.method}, {result.figures.get('tokens_per_s', 0):,.0f} tokens/s on {result.figures.get('device')}"
+    loss_curve_png(result.losses, args.output_dir / "loss.png", title=title)
 
 
 def cli(argv: list[str] | None = None) -> None:
@@ -339,7 +321,7 @@ def cli(argv: list[str] | None = None) -> None:
         **trainer,
     )
     result = main(args, lambda s, n, loss: print(f"step {s}/{n} loss {loss:.4f}", flush=True))
-    print(json.dumps({"steps": result.steps, "resumed_from": result.resumed_from, "output": str(result.output_dir)}))
+    print(json.dumps({"steps": result.steps, "resumed_from": result.resumed_from, **result.figures}))
 
 
 if __name__ == "__main__":  # pragma: no cover
