@@ -34,7 +34,9 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 from agent.models.phi3 import attach_adapter, detach_adapters, load_phi3
 from agent.models.prompting import cut_at_stop, to_chat
-from agent.models.registry import tenant_folder, tenant_registry
+from agent.models.registry import adapter_name, tenant_registry
+
+__all__ = ["Phi3Chat", "adapter_name"]
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +47,6 @@ class _Served:
 
     pointer: str = ""
     version: str | None = None
-
-
-def adapter_name(tenant: str, version: str) -> str:
-    """The peft adapter name of a tenant's version: unique across tenants, so two tenants' v0001 never mix."""
-    return f"{tenant_folder(tenant)}-{version}"
 
 
 class Phi3Chat(BaseChatModel):
