@@ -94,7 +94,7 @@ def _check_weights(weights: Path) -> None:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(weights), framework="np") as f:  # type: ignore[no-untyped-call]
+        with safe_open(str(weights), framework="np") as f:
             keys = list(f.keys())
     except Exception as exc:  # safetensors raises its own error types for a damaged header
         raise AdapterRejected(f"adapter_model.safetensors is unreadable: {exc}") from None
