@@ -74,6 +74,7 @@ class Settings(BaseSettings):
         None, description="Adapter registries (one per tenant); default <data_dir>/adapters."
     )
     phi3_tenant_adapters: int = Field(8, ge=1, le=256, description="Tenants' adapters kept in memory (LRU).")
+    phi3_max_batch: int = Field(8, ge=1, le=256, description="Concurrent questions generated together per batch.")
     openai_base_url: str | None = Field(None, description="e.g. a vLLM server: http://gpu-1:8000/v1")
     openai_api_key: str | None = None
     openai_model: str = Field("phi3-domain", description="Model (or LoRA adapter) name served there.")

@@ -28,6 +28,7 @@ def make_chat_model(settings: Settings) -> BaseChatModel | None:
             max_tenant_adapters=settings.phi3_tenant_adapters,
             want_4bit=settings.phi3_4bit,
             max_new_tokens=settings.max_new_tokens,
+            max_batch=settings.phi3_max_batch,
         )
     if settings.generator == "openai":
         from agent.models.openai_backend import make_openai_generator
