@@ -151,19 +151,27 @@ def run_generate_bench(
         return out
 
 
-def _mini(tiny_folder: Path, folder: Path, *, four_bit: bool, log: Callable[[str], None]) -> Any:
+def _mini(
+    tiny_folder: Path,
+    folder: Path,
+    *,
+    four_bit: bool,
+    log: Callable[[str], None],
+    shape: dict[str, Any] | None = None,
+    device: str = "cuda",
+) -> Any:
     """Phi-3-mini's shape with random weights in bf16 on the GPU; for 4-bit it is saved once and reloaded through
     `load_phi3` (bitsandbytes NF4, double quantization), exactly as the serving process loads Phi-3."""
     from transformers import AutoTokenizer, Phi3Config, Phi3ForCausalLM
 
     if four_bit and (folder / "config.json").is_file():
         return load_phi3(str(folder), adapter=None, want_4bit=True)[0]
-    config = Phi3Config(**MINI_SHAPE, pad_token_id=0, bos_token_id=1, eos_token_id=32000)
+    config = Phi3Config(**(shape or MINI_SHAPE), pad_token_id=0, bos_token_id=1, eos_token_id=32000)
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)
     try:
-        with torch.device("cuda"):
+        with torch.device(device):
             model = Phi3ForCausalLM(config)
     finally:
         torch.set_default_dtype(previous)
