@@ -22,6 +22,9 @@ from pydantic import PrivateAttr
 
 from agent.models.lora_fleet import Lease, LoraFleet
 
+_QUIET: Any = {"callbacks": []}
+"""The inner per-server client reports to no callback: this model's own run reports each token once (LangGraph's
+message streaming would otherwise see every token twice, from the inherited run context)."""
 FORGOTTEN = "does not exist"
 """vLLM's 404 for a model name it does not serve: "The model `x` does not exist."."""
 
@@ -63,7 +66,8 @@ class OpenAIFleetChat(BaseChatModel):
         for attempt in (0, 1):
             with self._lease(tenant) as lease:
                 try:
-                    reply = self.clients[lease.url].invoke(messages, stop=stop, model=lease.model, **kwargs)
+                    client = self.clients[lease.url]
+                    reply = client.invoke(messages, _QUIET, stop=stop, model=lease.model, **kwargs)
                 except Exception as exc:
                     if attempt == 0 and self._forgotten(exc, lease):
                         continue
@@ -85,7 +89,8 @@ class OpenAIFleetChat(BaseChatModel):
             received = False
             with self._lease(tenant) as lease:
                 try:
-                    for piece in self.clients[lease.url].stream(messages, stop=stop, model=lease.model, **kwargs):
+                    client = self.clients[lease.url]
+                    for piece in client.stream(messages, _QUIET, stop=stop, model=lease.model, **kwargs):
                         received = True
                         piece.response_metadata = {**piece.response_metadata, "adapter": lease.version}
                         chunk = ChatGenerationChunk(message=piece)
