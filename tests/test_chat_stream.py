@@ -91,3 +91,18 @@ def test_vllm_answers_stream_and_name_the_promoted_adapter(knowledge, audience, 
         docs = _events(core, audience, "docs: Which port does the Zorblax gateway use for admin traffic?")
         assert _check_shape(docs).startswith(f"[{adapter_name(audience.tenant, version)}]")
         assert [h.doc_id for _, h in docs[-2].sources] == ["gateway.md"]
+
+
+def test_console_prints_the_stream_as_it_comes(knowledge, audience) -> None:
+    from rich.console import Console
+
+    from bot.console import render_stream
+
+    console = Console(record=True, width=200)
+    events = ChatCore(knowledge).stream(
+        ChatRequest(text="Which port does the Zorblax gateway use for admin traffic?", audience=audience)
+    )
+    reply = render_stream(events, console)
+    shown = console.export_text()
+    assert shown.startswith("route: ")
+    assert reply.text in shown and "Sources" in shown and "[1] Zorblax Gateway Guide" in shown
