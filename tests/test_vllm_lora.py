@@ -12,7 +12,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from agent.models.factory import make_chat_model
-from agent.models.lora_fleet import read_serving_status
+from agent.models.lora_fleet import read_serving_status, refusals
 from agent.models.openai_fleet import OpenAIFleetChat
 from agent.models.registry import AdapterRegistry, adapter_name, tenant_registry
 from agent.settings import load_settings
@@ -176,6 +176,11 @@ def test_refused_adapter_leaves_the_previous_version_with_the_reason_recorded(
         assert refused["version"] == big.name and "greater than max_lora_rank 64" in refused["reason"]
     loads = [c for c in servers[0].calls if c[0] == "load"]
     assert len(loads) == 2  # the refused version is not retried on every request
+    shown = refusals(registry.root.parent)  # what `expertbot status` and /status report
+    assert [(r["server"], r["version"], r["serving"]) for r in shown] == [
+        (f.base_url, big.name, "v0001") for f in servers
+    ]
+    assert refusals(registry.root.parent, TENANT) == shown and refusals(registry.root.parent, "other") == []
     registry.promote("v0002")  # a good version clears the refusal
     assert _ask(chat).startswith(f"[{adapter_name(TENANT, 'v0002')}]")
     assert read_serving_status(registry.root)[servers[0].base_url]["refused"] is None

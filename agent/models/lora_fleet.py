@@ -299,3 +299,25 @@ def loaded_on_servers(urls: list[str], *, api_key: str | None = None, timeout_s:
             except (httpx.HTTPError, ValueError, KeyError) as exc:
                 out[url] = {"error": f"{type(exc).__name__}: {exc}"}
     return out
+
+
+def refusals(adapters_root: Path, tenant: str | None = None) -> list[dict[str, Any]]:
+    """Every refusal the serving processes recorded (one tenant's, or all): registry, server, version, reason,
+    and the version that answers there instead (None: the base model). For `expertbot status` and /status."""
+    root = Path(adapters_root)
+    folders = [tenant_registry(root, tenant).root] if tenant else (sorted(root.iterdir()) if root.is_dir() else [])
+    found = []
+    for folder in folders:
+        for url, record in read_serving_status(folder).items():
+            refused = record.get("refused") if isinstance(record, dict) else None
+            if refused:
+                found.append(
+                    {
+                        "registry": folder.name,
+                        "server": url,
+                        "version": refused.get("version"),
+                        "reason": refused.get("reason"),
+                        "serving": record.get("version"),
+                    }
+                )
+    return found
