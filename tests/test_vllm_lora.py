@@ -177,9 +177,9 @@ def test_refused_adapter_leaves_the_previous_version_with_the_reason_recorded(
     loads = [c for c in servers[0].calls if c[0] == "load"]
     assert len(loads) == 2  # the refused version is not retried on every request
     shown = refusals(registry.root.parent)  # what `expertbot status` and /status report
-    assert [(r["server"], r["version"], r["serving"]) for r in shown] == [
+    assert sorted((r["server"], r["version"], r["serving"]) for r in shown) == sorted(
         (f.base_url, big.name, "v0001") for f in servers
-    ]
+    )
     assert refusals(registry.root.parent, TENANT) == shown and refusals(registry.root.parent, "other") == []
     registry.promote("v0002")  # a good version clears the refusal
     assert _ask(chat).startswith(f"[{adapter_name(TENANT, 'v0002')}]")
@@ -220,3 +220,18 @@ def test_adapter_root_maps_to_the_servers_path(
     _ask(chat)
     expected = f"{seen_by_server}/{registry.root.name}/versions/v0001"
     assert servers[0].loras == {adapter_name(TENANT, "v0001"): expected}
+
+
+def test_a_new_process_unloads_what_an_earlier_one_left_loaded(
+    servers: list[FakeVllm], registry: AdapterRegistry
+) -> None:
+    one = servers[:1]
+    registry.promote("v0001")
+    _ask(_chat(one, registry.root.parent))  # a short-lived process (a CLI question) loads v0001 and exits
+    registry.promote("v0002")
+    later = _chat(one, registry.root.parent)  # the next one never served v0001 itself
+    assert _ask(later).startswith(f"[{adapter_name(TENANT, 'v0002')}]")
+    assert set(one[0].loras) == {adapter_name(TENANT, "v0002")}
+    registry.rollback()
+    registry.rollback()  # back to the base model
+    assert _ask(_chat(one, registry.root.parent)).startswith("[phi3-domain]") and one[0].loras == {}

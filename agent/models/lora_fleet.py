@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from agent.models.registry import adapter_name, tenant_registry
+from agent.models.registry import adapter_name, tenant_folder, tenant_registry
 
 log = logging.getLogger(__name__)
 SERVING_FILE = "SERVING.json"
@@ -161,17 +161,36 @@ class LoraFleet:
             state = server.tenants.setdefault(tenant, _Tenant())
             if state.pointer == pointer:
                 continue
+            first_sight = state.pointer is None
             state.pointer, changed = pointer, True  # act once per change: a refused version is not retried per request
+            if first_sight:
+                self._retire_leftovers(server, tenant, keep=adapter_name(tenant, pointer) if pointer else None)
             if not pointer:
                 self._switch(server, tenant, state, None)
-                continue
-            if registry.get(pointer) is None:
+            elif registry.get(pointer) is None:
                 reason = f"version {pointer!r} is missing or incomplete in the registry"
                 self._refused(server, tenant, state, pointer, reason)
-                continue
-            self._load_on(server, tenant, pointer, state)
+            else:
+                self._load_on(server, tenant, pointer, state)
+            self._unload_retired(server)
         if changed:
             self._write_status(tenant)
+
+    def _retire_leftovers(self, server: _Server, tenant: str, keep: str | None) -> None:
+        """First look at a tenant in this process: versions of it that another (earlier) process left loaded on the
+        server are retired, so that a promotion seen only by short-lived processes still unloads the old one."""
+        try:
+            response = self._http.get(f"{server.url}/models")
+            response.raise_for_status()
+            names = [str(card["id"]) for card in response.json().get("data", []) if card.get("parent")]
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            log.warning("%s: cannot list its adapters (%s); leftovers stay loaded", server.url, exc)
+            return
+        prefix = tenant_folder(tenant) + "-"
+        for name in names:
+            if name.startswith(prefix) and name != keep:
+                server.loaded.add(name)
+                server.retired.add(name)
 
     def _load_on(self, server: _Server, tenant: str, version: str, state: _Tenant) -> None:
         """Load `version` on `server` and make it the tenant's there; on refusal keep what was served."""
