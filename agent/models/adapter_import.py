@@ -119,6 +119,7 @@ def add_adapter(
         "data_hash": "sha256:" + hashlib.sha256(weights).hexdigest(),
         "examples": {},
         "metrics": {},
+        "tenant": tenant,
         "imported_from": str(path.resolve()),
         "rank": check.rank,
         "target_modules": check.targets,
