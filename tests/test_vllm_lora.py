@@ -235,3 +235,20 @@ def test_a_new_process_unloads_what_an_earlier_one_left_loaded(
     registry.rollback()
     registry.rollback()  # back to the base model
     assert _ask(_chat(one, registry.root.parent)).startswith("[phi3-domain]") and one[0].loras == {}
+
+
+def test_a_server_down_during_a_promotion_gets_the_new_version_when_back(registry: AdapterRegistry) -> None:
+    server = FakeVllm().start()
+    chat = _chat([server], registry.root.parent)
+    registry.promote("v0001")
+    assert _ask(chat).startswith(f"[{adapter_name(TENANT, 'v0001')}]")
+    server.stop()
+    registry.promote("v0002")
+    with pytest.raises(Exception, match=r"[Cc]onnect"):
+        _ask(chat)
+    back = FakeVllm(port=server.port).start()  # restarted: no adapters
+    try:
+        assert _ask(chat).startswith(f"[{adapter_name(TENANT, 'v0002')}]")
+        assert set(back.loras) == {adapter_name(TENANT, "v0002")}
+    finally:
+        back.stop()

@@ -161,7 +161,7 @@ class LoraFleet:
             state = server.tenants.setdefault(tenant, _Tenant())
             if state.pointer == pointer:
                 continue
-            first_sight = state.pointer is None
+            first_sight, acted = state.pointer is None, state.pointer
             state.pointer, changed = pointer, True  # act once per change: a refused version is not retried per request
             if first_sight:
                 self._retire_leftovers(server, tenant, keep=adapter_name(tenant, pointer) if pointer else None)
@@ -171,7 +171,12 @@ class LoraFleet:
                 reason = f"version {pointer!r} is missing or incomplete in the registry"
                 self._refused(server, tenant, state, pointer, reason)
             else:
-                self._load_on(server, tenant, pointer, state)
+                try:
+                    self._load_on(server, tenant, pointer, state)
+                except httpx.HTTPError as exc:  # unreachable, not refusing: act on this pointer again next time
+                    state.pointer = acted
+                    log.warning("%s unreachable while loading %s of %s: %s", server.url, pointer, tenant, exc)
+                    continue
             self._unload_retired(server)
         if changed:
             self._write_status(tenant)
