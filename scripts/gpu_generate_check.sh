@@ -17,7 +17,8 @@ print("gpu", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "NO
 PY
 status=0
 for precision in bf16 4bit; do
-  timeout 150 python -m agent.models.bench_generate --size mini --precision "$precision" --runs 2 --tokens 128 \
+  limit=$([ "$precision" = bf16 ] && echo 100 || echo 150)
+  timeout "$limit" python -m agent.models.bench_generate --size mini --precision "$precision" --runs 2 --tokens 128 \
     --json "$OUT/$precision.json" > "$OUT/$precision.log" 2>&1
   rc=$?
   grep -v "Loading weights\|Writing model shards" "$OUT/$precision.log" | grep -E "^(bf16|4bit|saved)|Error|error" | head -20
