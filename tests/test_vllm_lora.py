@@ -252,3 +252,12 @@ def test_a_server_down_during_a_promotion_gets_the_new_version_when_back(registr
         assert set(back.loras) == {adapter_name(TENANT, "v0002")}
     finally:
         back.stop()
+
+
+def test_without_runtime_lora_requests_still_spread_over_the_servers(servers: list[FakeVllm]) -> None:
+    settings = load_settings(generator="openai", openai_base_url=" , ".join(s.base_url for s in servers) + ",")
+    chat = make_chat_model(settings)
+    assert isinstance(chat, OpenAIFleetChat) and chat.fleet is None
+    answers = [str(chat.invoke(QUESTION, tenant=TENANT).content) for _ in range(4)]
+    assert all(a.startswith("[phi3-domain]") for a in answers)
+    assert [f.served["phi3-domain"] for f in servers] == [2, 2] and not any(f.loras for f in servers)
