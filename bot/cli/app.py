@@ -12,17 +12,16 @@ from typing import Annotated
 import typer
 
 from agent.settings import ConfigError, Settings, get_settings
-from bot.cli import docs, knowledge, measure, training
+from bot.cli import adapters, docs, knowledge, measure, training
 from bot.cli.common import JsonOpt, ScopeOpt, TenantOpt, audience_of, err, fail, load_settings, out, print_json
 
 app = typer.Typer(help="expertbot: your company's domain expert in chat.", no_args_is_help=True)
 teams_app = typer.Typer(help="The Microsoft Teams endpoint and its app package.", no_args_is_help=True)
-adapters_app = typer.Typer(help="The adapter registry: list, promote, roll back.", no_args_is_help=True)
 app.add_typer(docs.docs_app, name="docs")
 app.add_typer(measure.eval_app, name="eval")
 app.add_typer(measure.bench_app, name="bench")
 app.add_typer(teams_app, name="teams")
-app.add_typer(adapters_app, name="adapters")
+app.add_typer(adapters.adapters_app, name="adapters")
 
 
 @app.callback()
@@ -140,10 +139,6 @@ app.command()(knowledge.ask)
 app.command()(knowledge.search)
 app.command("train")(training.train)
 app.command("teach")(training.teach)
-adapters_app.command("list")(training.adapters_list)
-adapters_app.command("promote")(training.adapters_promote)
-adapters_app.command("rollback")(training.adapters_rollback)
-measure.bench_app.command("train")(training.bench_train)
 
 
 def main() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -196,3 +199,68 @@ def bench_reliability(
         out.print(table)
     if any(row["ok"] is False for row in rows):
         raise typer.Exit(1)
+
+
+@bench_app.command("train")
+def bench_train(
+    size: Annotated[str, typer.Option(help="mini (Phi-3-mini's shape, GPU) or tiny (the test model, CPU)")] = "tiny",
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="Plain-loop timed steps (default 200 mini, 30 tiny).")
+    ] = None,
+    product_steps: Annotated[
+        int | None, typer.Option(min=1, help="Product-trainer steps, the first 3 untimed (default 30 mini, 6 tiny).")
+    ] = None,
+    product: Annotated[bool, typer.Option(help="Also run the product trainer (trl SFTTrainer).")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Training speed: the product trainer beside the plain peft loop (LoRA bf16, QLoRA NF4) on random weights.
+
+    It runs as `python -m workers.training.bench` in a process of its own: bot/ imports no training code.
+    """
+    if size not in ("mini", "tiny"):
+        raise fail("--size must be mini or tiny", 2)
+    load_settings()  # a configuration error shows here, not in the child
+    args = [sys.executable, "-m", "workers.training.bench", "--size", size]
+    args += ["--steps", str(steps)] if steps else []
+    args += ["--product-steps", str(product_steps)] if product_steps else []
+    args += [] if product else ["--no-product"]
+    proc = subprocess.run(args, stdout=subprocess.PIPE, text=True, check=False)
+    if proc.returncode != 0:
+        raise typer.Exit(proc.returncode)
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    if as_json:
+        print_json(report)
+        return
+    table = Table("trainer", "method", "shape", "tokens/s", "padding eff.", f"peak GB ({report['memory']})", "MFU")
+    for run in report["runs"]:
+        if "error" in run:
+            table.add_row(run["trainer"], "-", f"[red]failed:[/] {run['error']}", "-", "-", "-", "-")
+            continue
+        mfu = f"{run['mfu']:.1%}" if run.get("mfu") is not None else "-"
+        tokens = f"{run['tokens_per_s']:,.0f}"
+        table.add_row(run["trainer"], run["method"], run["shape"], tokens, f"{run['padding_efficiency']:.3f}",
+                      f"{run['peak_mem_gb']:.2f}", mfu)  # fmt: skip
+    out.print(table)
+    out.print(f"{report['size']} on {report['device']}; plain loop {report['batch']} x {report['seq_len']} tokens")
+    if report.get("note"):
+        out.print(report["note"])
+
+
+@bench_app.command("generate")
+def bench_generate(
+    size: Annotated[str, typer.Option(help="tiny (any device) or mini (Phi-3-mini's shape, CUDA only)")] = "tiny",
+    streams: Annotated[int, typer.Option(min=1, help="Questions asked at the same moment.")] = 8,
+    tokens: Annotated[int | None, typer.Option(min=1, help="New tokens per answer (tiny 64, mini 128).")] = None,
+    runs: Annotated[int, typer.Option(min=1)] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """In-process generation: 1 question alone vs N at once through the batch scheduler (tiny: also one at a time)."""
+    from agent.models.bench_generate import run_generate_bench
+
+    if size not in ("tiny", "mini"):
+        raise fail("--size must be tiny or mini", 2)
+    report = run_generate_bench(
+        size=size, streams=streams, tokens=tokens, runs=runs, log=(lambda _: None) if as_json else out.print
+    )
+    if as_json:
+        print_json(report)

@@ -1,24 +1,13 @@
-"""The training commands of `expertbot`: train, adapters list|promote|rollback, teach --file, bench train.
-
-Bodies only; `bot/cli/app.py` registers them. Training runs on a train worker (queued through `workers.client`);
-the benchmark runs in a process of its own (`python -m workers.training.bench`), since bot/ imports nothing from
-workers/ but the job client.
-"""
+"""`expertbot train` (a retraining on a train worker, followed to its end) and `expertbot teach --file`."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from agent.models.registry import AdapterRegistry, AdapterVersion, tenant_registry
 from bot.cli.common import JsonOpt, TenantOpt, err, load_settings, out, print_json
 
 
@@ -60,83 +49,6 @@ def train(
         out.print(describe(status, tenant_id))
 
 
-def _row(version: AdapterVersion, serving: str) -> dict[str, Any]:
-    m = version.manifest
-    gate = m.get("gate") or {}
-    cand = (m.get("metrics") or {}).get("candidate") or {}
-    return {
-        "version": version.name,
-        "serving": version.name == serving,
-        "created": datetime.fromtimestamp(float(m["created_at"]), UTC).strftime("%Y-%m-%d %H:%M"),
-        "tenant": m.get("tenant", ""),
-        "parent": m.get("parent") or "",
-        "gate": ("promoted" if gate.get("promoted") else "rejected") if gate else "added by hand",
-        "reason": gate.get("reason", ""),
-        "choice_accuracy": cand.get("choice_accuracy"),
-        "examples": (m.get("examples") or {}).get("train_examples"),
-        "data_hash": m.get("data_hash", ""),
-    }
-
-
-def _registry(tenant: str | None) -> tuple[str, AdapterRegistry]:
-    """The tenant's own registry (each tenant's adapters are apart: one never answers another)."""
-    settings = load_settings()
-    tenant_id = tenant or settings.default_tenant
-    return tenant_id, tenant_registry(settings.adapter_registry, tenant_id)
-
-
-def adapters_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
-    """Every adapter version of the tenant, oldest first: which one serves, what the gate decided and why."""
-    tenant_id, registry = _registry(tenant)
-    serving = registry.pointer()
-    rows = [_row(v, serving) for v in registry.versions()]
-    if as_json:
-        print_json({"tenant": tenant_id, "serving": serving or None, "versions": rows})
-        return
-    if not rows:
-        out.print(f"no adapter yet for {tenant_id}: the base model serves (`expertbot train --now` trains one)")
-        return
-    table = Table("", "version", "created (UTC)", "tenant", "parent", "gate", "choice acc.", "why")
-    for r in rows:
-        table.add_row(
-            "▶" if r["serving"] else "",
-            r["version"],
-            r["created"],
-            r["tenant"],
-            r["parent"],
-            r["gate"],
-            "" if r["choice_accuracy"] is None else f"{r['choice_accuracy']:.2f}",
-            r["reason"],
-        )
-    out.print(table)
-    out.print(f"serving {tenant_id}: {serving or 'the base model'}")
-
-
-def adapters_promote(version: str, tenant: TenantOpt = None) -> None:
-    """Serve VERSION to the tenant from the next request on (also one the gate rejected: an operator's decision)."""
-    tenant_id, registry = _registry(tenant)
-    try:
-        registry.promote(version)
-    except KeyError:
-        err.print(
-            f"[red]error:[/] no complete adapter version {version!r} for {tenant_id} "
-            f"(see `expertbot adapters list --tenant {tenant_id}`)"
-        )
-        raise typer.Exit(1) from None
-    out.print(f"{version} now serves {tenant_id}")
-
-
-def adapters_rollback(tenant: TenantOpt = None) -> None:
-    """Go back to the version the tenant was served before the current one (or to the base model)."""
-    tenant_id, registry = _registry(tenant)
-    try:
-        back = registry.rollback()
-    except LookupError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
-    out.print(f"rolled back: {back.name if back else 'the base model'} now serves {tenant_id}")
-
-
 def teach(
     file: Annotated[Path, typer.Option("--file", exists=True, dir_okay=False, help="CSV or JSONL of terms / Q&A.")],
     tenant: TenantOpt = None,
@@ -157,32 +69,3 @@ def teach(
     )
     if parsed.problems and not parsed.items:
         raise typer.Exit(1)
-
-
-def bench_train(
-    size: Annotated[str, typer.Option(help="mini (Phi-3-mini's shape, GPU) or tiny (the test model, CPU)")] = "tiny",
-    steps: Annotated[int | None, typer.Option(min=1, help="Timed steps (default 200 mini, 30 tiny).")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Training tokens/s and peak memory, LoRA (bf16) and QLoRA (NF4) side by side, on random weights."""
-    if size not in ("mini", "tiny"):
-        err.print("[red]error:[/] --size must be mini or tiny")
-        raise typer.Exit(2)
-    load_settings()  # a configuration error shows here, not in the child
-    args = [sys.executable, "-m", "workers.training.bench", "--size", size]
-    if steps:
-        args += ["--steps", str(steps)]
-    proc = subprocess.run(args, stdout=subprocess.PIPE, text=True, check=False)
-    if proc.returncode != 0:
-        raise typer.Exit(proc.returncode)
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    if as_json:
-        print_json(report)
-        return
-    table = Table("method", "tokens/s", f"peak memory (GB, {report['memory']})")
-    for run in report["runs"]:
-        table.add_row(run["method"], f"{run['tokens_per_s']:,.0f}", f"{run['peak_mem_gb']:.2f}")
-    out.print(table)
-    out.print(f"{report['size']} on {report['device']}, batch {report['batch']} x {report['seq_len']} tokens")
-    if report.get("note"):
-        out.print(report["note"])
