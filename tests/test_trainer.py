@@ -111,3 +111,15 @@ def test_report_json_gives_padding_efficiency_speed_and_memory_on_the_default_mi
     padded = run("padded", packing=False, batch_size=4, grad_accum=1)  # the old way: padded batches
     assert padded["packing"] == "padded, grouped by length"
     assert padded["padding_efficiency"] < packed["padding_efficiency"], padded
+
+
+def test_a_night_is_some_epochs_over_the_packed_rows_capped_by_max_steps():
+    from dataclasses import replace
+
+    from workers.training.train import TrainArgs, steps_for
+
+    args = TrainArgs("base", Path("train.jsonl"), Path("out"), epochs=3, max_steps=2000, batch_size=4, grad_accum=4)
+    assert steps_for(args, 100) == 19  # 300 rows, 16 a step
+    assert steps_for(replace(args, max_steps=10), 100) == 10
+    assert steps_for(replace(args, epochs=None), 100) == 2000  # no epochs: exactly max_steps
+    assert steps_for(args, 1) == 1
