@@ -268,7 +268,7 @@ def main(args: TrainArgs, progress: Progress | None = None, *, data_hash: str | 
     args.output_dir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(args.output_dir / ".trainer", ignore_errors=True)
     model.save_pretrained(str(args.output_dir))
-    figures = meter.figures(model.config, warmup_steps=min(3, len(meter.step_seconds) // 10))
+    figures = meter.figures(model.config, warmup_steps=min(3, len(meter.step_seconds) // 4))
     figures.update(
         packed_rows=packed_rows,
         examples=len(examples),
