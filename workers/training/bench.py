@@ -197,7 +197,8 @@ def run_product(folder: Path, work: Path, *, steps: int, config: Path | None, mi
     return {
         "trainer": "product (trl SFTTrainer)",
         "method": result.method,
-        "shape": f"{args.batch_size} x {args.grad_accum} rows of <= {args.max_seq_len}, {f['packing']}",
+        "shape": f"{args.batch_size} x {args.grad_accum} rows of <= {args.max_seq_len}, {f['packing']}, "
+        f"{f['attention']}",
         "tokens_per_s": f["steady_tokens_per_s"],
         "padding_efficiency": f["padding_efficiency"],
         "peak_mem_gb": f["peak_memory_gb"],

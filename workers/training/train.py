@@ -73,6 +73,9 @@ class TrainArgs:
     """Padding-free BFD packing; false: padded batches of similar lengths (for comparison)."""
     liger: bool = True
     """Liger kernels when on CUDA and installed."""
+    attention: Literal["sdpa", "flex_attention", "eager"] = "sdpa"
+    """sdpa masks a packed row densely (work grows with the row's length); flex_attention skips the masked
+    blocks but compiles its kernels when training starts."""
     continue_from_current: bool = True
     seed: int = 0
 
@@ -147,7 +150,7 @@ def load_base_for_training(args: TrainArgs) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(args.base_model, local_files_only=local)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    kwargs: dict[str, Any] = {"local_files_only": local, "attn_implementation": "sdpa"}
+    kwargs: dict[str, Any] = {"local_files_only": local, "attn_implementation": args.attention}
     if torch.cuda.is_available():
         kwargs.update(dtype=torch.bfloat16, device_map={"": 0})
         if use_qlora(args):
