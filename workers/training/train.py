@@ -230,11 +230,12 @@ def steps_for(args: TrainArgs, rows: int) -> int:
 
 def main(args: TrainArgs, progress: Progress | None = None, *, data_hash: str | None = None) -> TrainResult:
     """Train (or resume) and save the adapter, `report.json` and `loss.png` into args.output_dir."""
-    from datasets import Dataset
+    from datasets import Dataset, disable_progress_bars
     from transformers import PrinterCallback
 
     from workers.training.sft import NightlyTrainer, RunCallback
 
+    disable_progress_bars()  # the job's progress is the report; a worker's log needs no bars
     examples = read_examples(args.train_file)
     if not examples:
         raise ValueError(f"{args.train_file} holds no training examples")
