@@ -111,3 +111,44 @@ def test_report_json_gives_padding_efficiency_speed_and_memory_on_the_default_mi
     padded = run("padded", packing=False, batch_size=4, grad_accum=1)  # the old way: padded batches
     assert padded["packing"] == "padded, grouped by length"
     assert padded["padding_efficiency"] < packed["padding_efficiency"], padded
+
+
+def test_a_night_is_some_epochs_over_the_packed_rows_capped_by_max_steps():
+    from dataclasses import replace
+
+    from workers.training.train import TrainArgs, steps_for
+
+    args = TrainArgs("base", Path("train.jsonl"), Path("out"), epochs=3, max_steps=2000, batch_size=4, grad_accum=4)
+    assert steps_for(args, 100) == 19  # 300 rows, 16 a step
+    assert steps_for(replace(args, max_steps=10), 100) == 10
+    assert steps_for(replace(args, epochs=None), 100) == 2000  # no epochs: exactly max_steps
+    assert steps_for(args, 1) == 1
+
+
+def test_training_continues_from_the_served_adapter(tiny, tmp_path):
+    """With `init_adapter` (the served version), training starts from its weights and rank, not a fresh LoRA."""
+    from safetensors.torch import load_file
+
+    from agent.models.tiny import build_tiny_adapter
+    from workers.training.mix import write_mix
+    from workers.training.train import TrainArgs, main
+
+    served = build_tiny_adapter(tiny, tmp_path / "served", seed=4)  # rank 8; the trainer's own default is 16
+    args = TrainArgs(
+        base_model=str(tiny),
+        train_file=write_mix(tmp_path / "mix.jsonl", 0.05),
+        output_dir=tmp_path / "out",
+        init_adapter=served,
+        max_steps=2,
+        batch_size=1,
+        max_seq_len=128,
+        warmup_steps=0,
+        learning_rate=1e-2,
+    )
+    result = main(args)
+    assert json.loads((args.output_dir / "adapter_config.json").read_text())["r"] == 8
+    before = load_file(str(served / "adapter_model.safetensors"))
+    after = load_file(str(args.output_dir / "adapter_model.safetensors"))
+    assert before.keys() == after.keys() and result.steps == 2
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained ...
+    assert all((before[k] - after[k]).abs().max() < 0.05 for k in before)  # ... from the served weights (2 Adam steps)

@@ -197,7 +197,8 @@ def run_product(folder: Path, work: Path, *, steps: int, config: Path | None, mi
     return {
         "trainer": "product (trl SFTTrainer)",
         "method": result.method,
-        "shape": f"{args.batch_size} x {args.grad_accum} rows of <= {args.max_seq_len}, {f['packing']}",
+        "shape": f"{args.batch_size} x {args.grad_accum} rows of <= {args.max_seq_len}, {f['packing']}, "
+        f"{f['attention']}",
         "tokens_per_s": f["steady_tokens_per_s"],
         "padding_efficiency": f["padding_efficiency"],
         "peak_mem_gb": f["peak_memory_gb"],
@@ -211,6 +212,13 @@ def run_product(folder: Path, work: Path, *, steps: int, config: Path | None, mi
     }
 
 
+def _save(report: dict[str, Any], out: Path | None) -> None:
+    if out is not None:
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(report), "utf-8")
+        tmp.replace(out)
+
+
 def bench_train(
     size: Size,
     *,
@@ -222,6 +230,7 @@ def bench_train(
     product_steps: int | None = None,
     configs: list[Path] | None = None,
     mix_scale: float | None = None,
+    out: Path | None = None,
 ) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     if size == "mini" and not cuda:
@@ -245,22 +254,32 @@ def bench_train(
         folder = _random_model(model_config, Path(tmp) / "model", torch.bfloat16 if cuda else torch.float32)
         _mix_tokenizer(folder)
         default: list[Path | None] = [None if size == "mini" else tiny_config]
-        runs: list[Path | None] = list(configs) if configs else default
-        for config in runs if product else []:
-            n = product_steps or (30 if size == "mini" else 6)
+        configs_to_run: list[Path | None] = (list(configs) if configs else default) if product else []
+        n = product_steps or (30 if size == "mini" else 6)
+        scale = mix_scale or (4.0 if size == "mini" else 0.5)
+
+        def product_run(config: Path | None) -> None:
             print(f"training with the product trainer ({config or 'default'}) for {n} steps ...", file=sys.stderr)
-            scale = mix_scale or (4.0 if size == "mini" else 0.5)
             try:
                 report["runs"].append(run_product(folder, Path(tmp), steps=n, config=config, mix_scale=scale))
             except Exception as exc:  # one failing configuration (say, a kernel) must not hide the others
                 failed = {"trainer": "product (trl SFTTrainer)", "config": str(config), "error": repr(exc)}
                 report["runs"].append(failed)
                 _free()
+            _save(report, out)
+
+        # The first product configuration, then the plain loop, then the other configurations: what matters most
+        # comes first, and each result is written to `out` at once (a run cut short by a time limit keeps them).
+        for config in configs_to_run[:1]:
+            product_run(config)
         for method in methods:
             print(f"training {method} (plain loop) for {steps} steps ...", file=sys.stderr, flush=True)
             report["runs"].append(
                 run_method(folder, method, steps=steps, batch=batch, seq=seq, vocab=int(model_config.vocab_size))
             )
+            _save(report, out)
+        for config in configs_to_run[1:]:
+            product_run(config)
     return report
 
 
@@ -275,6 +294,7 @@ def cli(argv: list[str] | None = None) -> None:
     parser.add_argument("--product-steps", type=int, help="product-trainer steps (the first 3 are not timed)")
     parser.add_argument("--config", type=Path, nargs="*", help="the product trainer's YAML config(s), one run each")
     parser.add_argument("--mix-scale", type=float, help="size of the data mix (1.0: 320 examples)")
+    parser.add_argument("--out", type=Path, help="also write the report here after every run")
     ns = parser.parse_args(argv)
     report = bench_train(
         ns.size,
@@ -286,6 +306,7 @@ def cli(argv: list[str] | None = None) -> None:
         product_steps=ns.product_steps,
         configs=ns.config,
         mix_scale=ns.mix_scale,
+        out=ns.out,
     )
     print(json.dumps(report))
 

@@ -73,6 +73,9 @@ class TrainArgs:
     """Padding-free BFD packing; false: padded batches of similar lengths (for comparison)."""
     liger: bool = True
     """Liger kernels when on CUDA and installed."""
+    attention: Literal["sdpa", "flex_attention", "eager"] = "sdpa"
+    """sdpa masks a packed row densely (work grows with the row's length); flex_attention skips the masked
+    blocks but compiles its kernels when training starts."""
     continue_from_current: bool = True
     seed: int = 0
 
@@ -147,7 +150,7 @@ def load_base_for_training(args: TrainArgs) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(args.base_model, local_files_only=local)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    kwargs: dict[str, Any] = {"local_files_only": local, "attn_implementation": "sdpa"}
+    kwargs: dict[str, Any] = {"local_files_only": local, "attn_implementation": args.attention}
     if torch.cuda.is_available():
         kwargs.update(dtype=torch.bfloat16, device_map={"": 0})
         if use_qlora(args):
@@ -227,11 +230,12 @@ def steps_for(args: TrainArgs, rows: int) -> int:
 
 def main(args: TrainArgs, progress: Progress | None = None, *, data_hash: str | None = None) -> TrainResult:
     """Train (or resume) and save the adapter, `report.json` and `loss.png` into args.output_dir."""
-    from datasets import Dataset
+    from datasets import Dataset, disable_progress_bars
     from transformers import PrinterCallback
 
     from workers.training.sft import NightlyTrainer, RunCallback
 
+    disable_progress_bars()  # the job's progress is the report; a worker's log needs no bars
     examples = read_examples(args.train_file)
     if not examples:
         raise ValueError(f"{args.train_file} holds no training examples")
@@ -268,7 +272,7 @@ def main(args: TrainArgs, progress: Progress | None = None, *, data_hash: str | 
     args.output_dir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(args.output_dir / ".trainer", ignore_errors=True)
     model.save_pretrained(str(args.output_dir))
-    figures = meter.figures(model.config, warmup_steps=min(3, len(meter.step_seconds) // 10))
+    figures = meter.figures(model.config, warmup_steps=min(3, len(meter.step_seconds) // 4))
     figures.update(
         packed_rows=packed_rows,
         examples=len(examples),
