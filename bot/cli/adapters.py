@@ -65,7 +65,8 @@ def adapters_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     rows = [_row(v, serving) for v in registry.versions()]
     servers = _servers(tenant_id)
     if as_json:
-        print_json({"tenant": tenant_id, "serving": serving or None, "versions": rows, "servers": servers})
+        servers_part = {"servers": servers} if servers else {}  # only when the bot keeps servers in step
+        print_json({"tenant": tenant_id, "serving": serving or None, "versions": rows, **servers_part})
         return
     if not rows:
         out.print(f"no adapter yet for {tenant_id}: the base model serves (`expertbot train --now` trains one)")
