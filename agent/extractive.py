@@ -103,7 +103,7 @@ def score_candidates(
             + (SAME_LANGUAGE_BONUS if c.language == language else 0.0)
             - (0.3 if c.text.endswith(("?", "？")) else 0.0)
             - (0.12 if looks_like_heading(c.text) else 0.0)
-            - (0.15 if looks_like_code(c.text) else 0.0)
+            - (0.3 if looks_like_code(c.text) else 0.0)
         )
         scored.append(Candidate(c.passage, c.index, c.text, c.language, score))
     return scored, matrix

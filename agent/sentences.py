@@ -49,7 +49,7 @@ def looks_like_heading(unit: str) -> bool:
 
 _CODE = re.compile(
     r"^(?:import|from|pip|python|def|class|return|print|sudo|cd|git|npm|conda|\$|#include)\b"
-    r"|^[\w.\[\]'\"]+\s*[+\-*/]?=\s*\S|[({\[,;]$|^[)}\]]|\w\(\S*\)$"
+    r"|^(?:dotnet|docker|az|curl|wget|huggingface-cli|olive)\s|^[\w.\-\[\]'\"]+\s*[+\-*/]?=\s*\S|[({\[,;]$|^[)}\]]|\w\(\S*\)$"
 )
 
 
