@@ -10,6 +10,7 @@ large that a non-answer in the right language beats the answer in another. The r
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -18,18 +19,27 @@ from langchain_core.embeddings import Embeddings
 
 from agent.language import ENDONYMS, detect_language, phrase
 from agent.sentences import looks_like_code, looks_like_heading, quotable_units
-from agent.types import Hit
+from agent.types import Hit, best_similarity
 
 MAX_BODY_CHARS = 650
 """Keep the reply body (preamble and quotes) under about 700 characters; the numbered sources carry the rest."""
 MAX_SENTENCES = 5
 MAX_UNIT_CHARS = 450
-COVERED_FLOOR = 0.25
-"""Below this best-sentence score no sentence answers the question: calibrated on the development sets
-(`agent/calibration.py`; precision and recall in the README)."""
+COVERED_FLOOR = 0.24
+"""Below this cosine similarity between the question and its best passage the documents do not cover it.
+Calibrated on `eval/not_covered_dev.jsonl` against the development questions (precision and recall of "not
+covered" in the README); the chat core's lower `RELEVANCE_FLOOR` answers "nothing found" without a closest
+document."""
+SENTENCE_FLOOR = 0.3
+"""... and below this best-sentence score (without the language bonus), no sentence answers it."""
 SAME_LANGUAGE_BONUS = 0.15
+OVERLAP_WEIGHT = 0.35
+IDF = True
+STEM = 100
+DIGIT_BONUS = 0.1
 _RANK_BONUS = {1: 0.06, 2: 0.03, 3: 0.01}
 _FOLLOWERS_MARGIN = 0.35  # a second or third sentence must score within this of the best one
+NEXT_WITHIN = 1
 _NEXT_BONUS = 0.1  # the sentence after the best one often completes it ("... in these regions:" "East US 2")
 _REPEAT = 0.85  # cosine above which a sentence only repeats one already quoted
 _LATIN_TOKEN = re.compile(r"[A-Za-z0-9][\w.+/-]*[\w+]|\d", re.UNICODE)
@@ -59,23 +69,31 @@ class Extract:
 
 
 def _terms(text: str) -> set[str]:
-    """Distinctive terms: words of 4+ letters, anything with a figure, and CJK character bigrams."""
-    terms = {t.lower() for t in _WORD.findall(text) if len(t) > 3 and not _CJK_RUN.fullmatch(t)}
-    terms |= {t.lower() for t in _LATIN_TOKEN.findall(text) if _DIGIT.search(t) or len(t) > 3}
+    """Distinctive terms: words of 4+ letters (cut to a crude stem of STEM letters), anything with a figure,
+    and CJK character bigrams."""
+    terms = {t.lower()[:STEM] for t in _WORD.findall(text) if len(t) > 3 and not _CJK_RUN.fullmatch(t)}
+    terms |= {t.lower() for t in _LATIN_TOKEN.findall(text) if _DIGIT.search(t)}
     for run in _CJK_RUN.findall(text):
         terms |= {run[i : i + 2] for i in range(len(run) - 1)}
     return terms
 
 
-def overlap(question: str, sentence: str) -> float:
-    """Share of the question's distinctive terms that the sentence contains; a sentence without CJK is judged on
-    the question's other terms only (a Chinese question's product names against an English document)."""
-    wanted = _terms(question)
-    if not _CJK_RUN.search(sentence):
+def overlap(wanted: set[str], found: set[str], weights: dict[str, float]) -> float:
+    """Weighted share of the question's terms the sentence contains; a term found in few of the candidate
+    sentences weighs more than one that all of them share (the product name every passage repeats)."""
+    if not _has_cjk(found):  # a sentence without CJK is judged on the question's other terms only
         wanted = {t for t in wanted if not _CJK_RUN.search(t)}
-    if not wanted:
-        return 0.0
-    return len(wanted & _terms(sentence)) / len(wanted)
+    total = sum(weights.get(t, 1.0) for t in wanted)
+    return sum(weights.get(t, 1.0) for t in wanted & found) / total if total else 0.0
+
+
+def _has_cjk(terms: set[str]) -> bool:
+    return any(_CJK_RUN.search(t) for t in terms)
+
+
+def _idf(wanted: set[str], units: list[set[str]]) -> dict[str, float]:
+    n = len(units)
+    return {t: math.log(1 + n / (1 + sum(1 for u in units if t in u))) for t in wanted}
 
 
 def candidates(hits: list[Hit], passages: int) -> list[Candidate]:
@@ -92,14 +110,17 @@ def score_candidates(
 ) -> tuple[list[Candidate], np.ndarray]:
     """Each candidate with its score, and the matrix of their (normalised) embeddings for de-duplication."""
     q = np.asarray(embeddings.embed_query(question), dtype=np.float32)
+    wanted = _terms(question)
+    units = [_terms(c.text) for c in found]
+    weights = _idf(wanted, units) if IDF else {}
     matrix = np.asarray(embeddings.embed_documents([c.text for c in found]), dtype=np.float32)
     scored = []
     for n, c in enumerate(found):
         score = (
             float(matrix[n] @ q)
-            + 0.35 * overlap(question, c.text)
+            + OVERLAP_WEIGHT * overlap(wanted, units[n], weights)
             + _RANK_BONUS.get(c.passage, 0.0)
-            + (0.03 if _DIGIT.search(c.text) else 0.0)
+            + (DIGIT_BONUS if _DIGIT.search(c.text) else 0.0)
             + (SAME_LANGUAGE_BONUS if c.language == language else 0.0)
             - (0.3 if c.text.endswith(("?", "？")) else 0.0)
             - (0.12 if looks_like_heading(c.text) else 0.0)
@@ -132,7 +153,7 @@ def extract_answer(
     # The bonus is not part of whether the documents answer: a question in Nepali about an English document
     # is covered as well as the same question in English.
     plain_best = best.score - (SAME_LANGUAGE_BONUS if best.language == language else 0.0)
-    if plain_best < COVERED_FLOOR:
+    if best_similarity(hits) < COVERED_FLOOR or plain_best < SENTENCE_FLOOR:
         return Extract("", [], covered=False, best_score=plain_best)
     chosen = [order[0]]
     used = len(best.text)
@@ -141,7 +162,7 @@ def extract_answer(
         used += sum(len(scored[n].text) for n in chosen[1:])
 
     def adjusted(n: int) -> float:
-        return scored[n].score + (_NEXT_BONUS if _follows(scored[n], best, 1) else 0.0)
+        return scored[n].score + (_NEXT_BONUS if _follows(scored[n], best, NEXT_WITHIN) else 0.0)
 
     for n in sorted(order[1:], key=adjusted, reverse=True):
         c = scored[n]
