@@ -3,16 +3,20 @@ extractive backend: whole sentences from a wrapped PDF, "not covered", and the a
 
 from __future__ import annotations
 
+import logging
 import re
 from uuid import uuid4
 
 import pytest
 from fpdf import FPDF
 
+from agent.answering import check_citations, retrieval_system_prompt
 from agent.chat import ChatCore
 from agent.knowledge.ingest import ingest_bytes
 from agent.knowledge.parsers import parse_document
 from agent.language import phrase
+from agent.models.phi3_chat import Phi3Chat
+from agent.models.tiny import build_tiny_phi3
 from agent.sentences import split_sentences
 from agent.types import Audience, ChatReply, ChatRequest
 
@@ -122,3 +126,30 @@ def test_another_language_is_quoted_with_a_note_when_none_in_the_askers(knowledg
     first_line = reply.text.splitlines()[0]
     assert first_line == phrase("other_language", "fr", other="English"), reply.text
     assert "fourteen days" in reply.text
+
+
+def test_generated_citations_are_post_checked(caplog):
+    with caplog.at_level(logging.WARNING, logger="agent.answering"):
+        text, cited = check_citations("Port 7341 [2], see also [9].", available=3)
+    assert text == "Port 7341 [2], see also." and cited == [2]
+    assert "do not exist [9]" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="agent.answering"):
+        text, cited = check_citations("Port 7341.", available=5, question="Which port?")
+    assert cited == [1, 2, 3] and "uncited answer" in caplog.text
+    prompt = retrieval_system_prompt("lt")
+    assert "Lithuanian" in prompt and "[1]" in prompt and "do not cover" in prompt
+
+
+def test_the_tiny_generator_answers_through_the_post_check(knowledge, audience, tmp_path, caplog):
+    """The tiny Phi-3 is random: this checks the plumbing (prompt, generation, post-check, sources), not words."""
+    _share(knowledge, audience, EN, "travel-en.md")
+    base = build_tiny_phi3(tmp_path / "tiny")
+    core = ChatCore(knowledge, llm=Phi3Chat(model_id=str(base), registry_root=None, max_new_tokens=12))
+    with caplog.at_level(logging.WARNING, logger="agent.answering"):
+        reply = core.answer(ChatRequest("docs: How early must flights be booked?", audience, thread="gen"))
+    assert reply.route == "retrieve" and reply.text
+    assert reply.sources and reply.sources[0].doc_id == "travel-en.md"
+    cited = {int(n) for n in re.findall(r"\[(\d+)\]", reply.text)}
+    assert cited <= set(range(1, len(reply.sources) + 1))  # every [n] left in the reply exists
+    assert cited or "uncited answer" in caplog.text

@@ -55,5 +55,8 @@ def test_every_phrase_exists_in_every_supported_language(key: str) -> None:
 
 
 def test_phrase_fills_placeholders_in_the_askers_language() -> None:
-    assert phrase("not_covered", "es", title="Guía VPN") == "Los documentos compartidos aquí no tratan eso. El más cercano es Guía VPN."
+    assert (
+        phrase("not_covered", "es", title="Guía VPN")
+        == "Los documentos compartidos aquí no tratan eso. El más cercano es Guía VPN."
+    )
     assert phrase("from_docs", "de") == phrase("from_docs", "en")  # no translation yet: English

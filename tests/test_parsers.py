@@ -89,7 +89,9 @@ def test_pdf_two_pages_with_metadata_title():
     assert parsed.kind == "pdf"
     assert parsed.title == "Staff Guide"
     # No "Page N" headings: a finished sentence at a page end ends its paragraph.
-    assert [(s.heading, s.text) for s in parsed.sections] == [("", "First page: café crème, Größe.\n\nSecond page text.")]
+    assert [(s.heading, s.text) for s in parsed.sections] == [
+        ("", "First page: café crème, Größe.\n\nSecond page text.")
+    ]
 
 
 WRAPPED = "QLoRA can fine-tune a 70B model that needs 36 GPUs with only 2 GPUs on the Zorblax cluster. " * 3
