@@ -35,6 +35,8 @@ SENTENCE_FLOOR = 0.3
 SAME_LANGUAGE_BONUS = 0.15
 OVERLAP_WEIGHT = 0.35
 IDF = True
+CJK_SHARE = 0.25
+PASSAGE_WEIGHT = 0.0
 STEM = 100
 DIGIT_BONUS = 0.1
 _RANK_BONUS = {1: 0.06, 2: 0.03, 3: 0.01}
@@ -55,6 +57,7 @@ class Candidate:
     text: str
     language: str
     score: float = 0.0
+    context: float = 0.0  # the passage's own similarity to the question
 
 
 @dataclass
@@ -81,8 +84,11 @@ def _terms(text: str) -> set[str]:
 def overlap(wanted: set[str], found: set[str], weights: dict[str, float]) -> float:
     """Weighted share of the question's terms the sentence contains; a term found in few of the candidate
     sentences weighs more than one that all of them share (the product name every passage repeats)."""
-    if not _has_cjk(found):  # a sentence without CJK is judged on the question's other terms only
-        wanted = {t for t in wanted if not _CJK_RUN.search(t)}
+    if not _has_cjk(found):  # a sentence without CJK can only match the question's other terms, which then
+        # weigh more, but not so much that one product name in a Chinese question counts as full overlap
+        cjk = {t for t in wanted if _CJK_RUN.search(t)}
+        total = sum(weights.get(t, 1.0) for t in wanted - cjk) + CJK_SHARE * sum(weights.get(t, 1.0) for t in cjk)
+        return sum(weights.get(t, 1.0) for t in (wanted - cjk) & found) / total if total else 0.0
     total = sum(weights.get(t, 1.0) for t in wanted)
     return sum(weights.get(t, 1.0) for t in wanted & found) / total if total else 0.0
 
@@ -101,7 +107,7 @@ def candidates(hits: list[Hit], passages: int) -> list[Candidate]:
     for i, hit in enumerate(hits[:passages], 1):
         language = detect_language(hit.text)
         for j, unit in enumerate(quotable_units(hit.text)):
-            out.append(Candidate(i, j, unit[:MAX_UNIT_CHARS], language))
+            out.append(Candidate(i, j, unit[:MAX_UNIT_CHARS], language, context=hit.similarity or 0.0))
     return out
 
 
@@ -126,7 +132,7 @@ def score_candidates(
             - (0.12 if looks_like_heading(c.text) else 0.0)
             - (0.3 if looks_like_code(c.text) else 0.0)
         )
-        scored.append(Candidate(c.passage, c.index, c.text, c.language, score))
+        scored.append(Candidate(c.passage, c.index, c.text, c.language, score + PASSAGE_WEIGHT * c.context))
     return scored, matrix
 
 

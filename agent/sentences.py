@@ -14,6 +14,7 @@ _END = re.compile(
     r"|(?<=[。！？])\s*|(?<=[।॥؟])\s*"
 )
 _LIST_MARK = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)])\s+")
+_ADMONITION = re.compile(r"^\s*\[!(?:NOTE|TIP|IMPORTANT|WARNING|CAUTION)\]\s*", re.IGNORECASE)
 MIN_CHARS = 8
 
 
@@ -33,7 +34,7 @@ def quotable_units(text: str) -> list[str]:
     and without fragments too short to say anything."""
     units = []
     for sentence in split_sentences(text):
-        unit = _LIST_MARK.sub("", sentence).strip(" |#*>")
+        unit = _ADMONITION.sub("", _LIST_MARK.sub("", sentence)).strip(" |#*>")
         unit = re.sub(r"\s*\|\s*", " | ", unit)
         if len(unit) >= MIN_CHARS:
             units.append(unit)
