@@ -1,7 +1,8 @@
 """A real exchange for the README (issue 15): one article shared as a Lithuanian PDF, a Nepali HTML page and a
 Traditional Chinese Word file, asked about in those languages and in English, through the chat core.
 
-    PYTHONPATH=. python eval/answers_demo.py ../shared/eval/corpus/{lt,ne,zh-tw}/md/04.Fine-tuning/LetPhi3gotoIndustriy.md
+    C=../shared/eval/corpus A=md/04.Fine-tuning/LetPhi3gotoIndustriy.md
+    PYTHONPATH=. python eval/answers_demo.py $C/lt/$A $C/ne/$A $C/zh-tw/$A
 
 Prints each question, the route line and the reply with its sources, as the console shows them.
 """
@@ -23,7 +24,7 @@ from agent.knowledge.ingest import ingest_bytes
 from agent.knowledge.parsers import parse_document
 from agent.knowledge.service import Knowledge
 from agent.knowledge.store import KnowledgeStore
-from agent.settings import Settings
+from agent.settings import load_settings
 from agent.types import Audience, ChatRequest
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
@@ -75,7 +76,7 @@ def to_html(markdown: str) -> bytes:
 
 
 def main(lt: Path, ne: Path, zh_tw: Path) -> None:
-    settings = Settings()
+    settings = load_settings()
     model = get_embeddings(settings.embedding_model)
     audience = Audience("demo", "C-industry")
     files = [
