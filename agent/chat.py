@@ -9,6 +9,7 @@ never carry one conversation's documents into another.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -23,17 +24,19 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
 from agent.answering import (
-    cited_numbers,
+    check_citations,
     domain_system_prompt,
-    extract_answer,
     retrieval_system_prompt,
     sources_block,
 )
+from agent.extractive import extractive_reply
 from agent.knowledge.service import Knowledge
 from agent.language import detect_language, phrase
 from agent.routing import SemanticRouter, parse_forced_route
 from agent.settings import Settings
 from agent.types import Audience, ChatReply, ChatRequest, Hit, Route, best_similarity
+
+log = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 4000
 RELEVANCE_FLOOR = 0.18
@@ -214,7 +217,10 @@ class ChatCore:
             route, confidence, why = forced, 1.0, f"route forced to {forced}"
         else:
             decision = self.router.decide(text, retrieval_score=relevance)
-            route, confidence, why = decision.route, decision.confidence, decision.why
+            route, confidence, why = decision.route, decision.confidence, "semantic router"
+            log.debug("route %s (%.2f): %s", route, confidence, decision.why)  # nearest examples: --verbose only
+            if route == "domain" and self.llm is None:  # nothing can answer as the domain expert: the documents do
+                route, why = "retrieve", phrase("route_docs_no_model", language)
             previous_route = state.get("route")
             if follow_up and previous_route and previous_route != route and confidence < FOLLOW_UP_CONFIDENCE:
                 route, why = previous_route, f"short follow-up kept the previous route ({why})"
@@ -240,31 +246,24 @@ class ChatCore:
         elif self.llm is not None:
             prompt = [SystemMessage(retrieval_system_prompt(language) + "\n\n" + sources_block(hits))]
             reply = self._ask(state, [*prompt, *self._history(state), HumanMessage(question)])
-            text = str(reply.content).strip()
-            cited = cited_numbers(text, len(hits)) or list(range(1, min(3, len(hits)) + 1))
+            text, cited = check_citations(str(reply.content).strip(), len(hits), question=question)
             answer, used = _renumber(text, cited), cited
             return {**self._finish(state, answer, [hits[n - 1] for n in used], started), "cited": cited}
         else:
-            extract = extract_answer(question, hits, self.knowledge.embeddings)
-            answer = phrase("from_docs", language) + "\n" + _renumber(extract.text, extract.cited)
-            used = extract.cited
+            extract = extractive_reply(question, language, hits, self.knowledge.embeddings)
+            answer, used = extract.text, extract.cited
         return self._finish(state, answer, [hits[n - 1] for n in used], started)
 
     def _domain(self, state: ChatState) -> dict[str, Any]:
         started = time.perf_counter()
-        if self.llm is None:  # say so plainly, then show what the documents say, if anything relevant
+        if self.llm is None:  # forced by "expert:": the documents answer; the disclaimer is for when they have nothing
             hits = [Hit(**h) for h in state["hits"]]
             if not _relevant(hits):
                 return self._finish(state, phrase("no_domain_model", state["language"]), [], started)
-            extract = extract_answer(state["question"], hits, self.knowledge.embeddings)
-            answer = "\n\n".join(
-                (
-                    phrase("no_domain_model", state["language"]),
-                    phrase("from_docs", state["language"]),
-                    _renumber(extract.text, extract.cited),
-                )
-            )
-            return self._finish(state, answer, [hits[n - 1] for n in extract.cited], started)
+            extract = extractive_reply(state["question"], state["language"], hits, self.knowledge.embeddings)
+            if not extract.covered:
+                return self._finish(state, phrase("no_domain_model", state["language"]), [], started)
+            return self._finish(state, extract.text, [hits[n - 1] for n in extract.cited], started)
         messages = [SystemMessage(domain_system_prompt(state["language"])), *self._history(state)]
         reply = self._ask(state, [*messages, HumanMessage(state["question"])])
         return self._finish(state, str(reply.content).strip(), [], started)

@@ -33,6 +33,7 @@ class Question:
     language: str
     gold_docs: frozenset[str]
     answer_keys: tuple[str, ...] = ()
+    kind: str = ""
 
 
 def read_questions(path: Path) -> list[Question]:
@@ -48,6 +49,7 @@ def read_questions(path: Path) -> list[Question]:
                     row.get("language", ""),
                     frozenset(row["gold_docs"]),
                     tuple(row.get("answer_keys", ())),
+                    row.get("kind", ""),
                 )
             )
         except KeyError as exc:
@@ -156,39 +158,74 @@ def evaluate_retrieval(
     return report
 
 
-def evaluate_answers(settings: Settings, corpus: Path, qa_file: Path, *, forced: Route | None = None) -> dict[str, Any]:
-    """Share of answers quoting one of the question's answer keys, and share citing a gold document."""
-    from agent.chat import ChatCore
-    from agent.models.factory import make_chat_model
-
+def evaluate_answers(
+    settings: Settings,
+    corpus: Path,
+    qa_file: Path,
+    *,
+    forced: Route | None = None,
+    answers_out: Path | None = None,
+) -> dict[str, Any]:
+    """Answer every question through the chat core and score the replies as a person would (`answer_quality`)."""
     questions = read_questions(qa_file)
     if not all(q.answer_keys for q in questions):
         raise ValueError(f"{qa_file}: every question needs answer_keys to score answers")
     with temporary_knowledge(settings, corpus) as (knowledge, chunks):
-        core = ChatCore(knowledge, llm=make_chat_model(settings))
-        key_hits = gold_hits = 0
-        routes: dict[str, int] = {}
-        misses: list[dict[str, Any]] = []
-        started = time.perf_counter()
-        for n, q in enumerate(questions):
-            reply = core.answer(ChatRequest(q.question, EVAL_AUDIENCE, thread=f"eval-{n}", forced_route=forced))
-            routes[reply.route] = routes.get(reply.route, 0) + 1
-            has_key = any(k.casefold() in reply.text.casefold() for k in q.answer_keys)
-            cites_gold = any(s.doc_id in q.gold_docs for s in reply.sources)
-            key_hits += has_key
-            gold_hits += cites_gold
-            if not (has_key and cites_gold):
-                misses.append({"question": q.question, "route": reply.route, "key": has_key, "gold": cites_gold})
-        elapsed = time.perf_counter() - started
+        report = answer_report(settings, knowledge, questions, forced=forced, answers_out=answers_out)
+    report["chunks"] = chunks
+    return report
+
+
+def answer_report(
+    settings: Settings,
+    knowledge: Knowledge,
+    questions: list[Question],
+    *,
+    forced: Route | None = None,
+    answers_out: Path | None = None,
+) -> dict[str, Any]:
+    """The scoring loop of `evaluate_answers` on a knowledge base already filled."""
+    from agent.answer_quality import judge, summarize
+    from agent.chat import ChatCore
+    from agent.models.factory import make_chat_model
+
+    core = ChatCore(knowledge, llm=make_chat_model(settings))
+    verdicts = []
+    gold_hits = 0
+    routes: dict[str, int] = {}
+    misses: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for n, q in enumerate(questions):
+        reply = core.answer(ChatRequest(q.question, EVAL_AUDIENCE, thread=f"eval-{n}", forced_route=forced))
+        routes[reply.route] = routes.get(reply.route, 0) + 1
+        verdict = judge(reply.text, q.language, q.answer_keys, q.kind)
+        cites_gold = any(s.doc_id in q.gold_docs for s in reply.sources)
+        verdicts.append(verdict)
+        gold_hits += cites_gold
+        if not (verdict.accepted and cites_gold):
+            misses.append(
+                {"question": q.question, "route": reply.route, "key": verdict.key_early, "gold": cites_gold,
+                 "language": verdict.language, "chars": verdict.chars}
+            )  # fmt: skip
+        rows.append(
+            {"question": q.question, "language": q.language, "answer_keys": list(q.answer_keys),
+             "route": reply.route, "text": reply.text, "sources": [s.doc_id for s in reply.sources]}
+        )  # fmt: skip
+    elapsed = time.perf_counter() - started
+    if answers_out is not None:
+        answers_out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     total = max(len(questions), 1)
+    summary = summarize(verdicts)
     return {
         "questions": len(questions),
         "generator": settings.generator,
-        "answer_key_rate": round(key_hits / total, 3),
+        "accepted_rate": summary.pop("accepted_rate"),
+        "answer_key_rate": summary["key_anywhere_rate"],
         "gold_citation_rate": round(gold_hits / total, 3),
+        **summary,
         "routes": routes,
         "ms_per_answer": round(1000 * elapsed / total, 1),
-        "chunks": chunks,
         "misses": misses,
     }
 

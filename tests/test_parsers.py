@@ -88,9 +88,37 @@ def test_pdf_two_pages_with_metadata_title():
     parsed = parse_document(data, "guide.pdf")
     assert parsed.kind == "pdf"
     assert parsed.title == "Staff Guide"
-    assert [s.heading for s in parsed.sections] == ["Page 1", "Page 2"]
-    assert "café crème, Größe" in parsed.sections[0].text
-    assert parsed.sections[1].text == "Second page text."
+    # No "Page N" headings: a finished sentence at a page end ends its paragraph.
+    assert [(s.heading, s.text) for s in parsed.sections] == [
+        ("", "First page: café crème, Größe.\n\nSecond page text.")
+    ]
+
+
+WRAPPED = "QLoRA can fine-tune a 70B model that needs 36 GPUs with only 2 GPUs on the Zorblax cluster. " * 3
+
+
+def make_layout_pdf(blocks: list[tuple[int, str]]) -> bytes:
+    """A PDF without title metadata whose blocks are (font size, text), each wrapped by fpdf2 at the margin."""
+    pdf = FPDF()
+    pdf.add_page()
+    for size, text in blocks:
+        pdf.set_font("Helvetica", size=size)
+        pdf.multi_cell(0, size * 0.55, text, new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(3)
+    return bytes(pdf.output())
+
+
+def test_pdf_wrapped_lines_are_reflowed_and_headings_come_from_the_layout():
+    data = make_layout_pdf(
+        [(20, "Zorblax Trainer Handbook"), (15, "Hardware"), (11, WRAPPED.strip()), (15, "Storage"),
+         (11, "Checkpoints are written every five hundred steps to the shared disk of the training cluster.")]
+    )  # fmt: skip
+    assert len(PdfReader(io.BytesIO(data)).pages[0].extract_text().splitlines()) > 5  # the text does wrap
+    parsed = parse_document(data, "handbook.pdf")
+    assert parsed.title == "Zorblax Trainer Handbook"  # the first large line: the PDF has no title metadata
+    assert [s.heading for s in parsed.sections] == ["Hardware", "Storage"]
+    assert parsed.sections[0].text == WRAPPED.strip()  # one paragraph: the hard line wraps are gone
+    assert "\n" not in parsed.sections[1].text
 
 
 def test_pdf_title_falls_back_to_filename_stem():
@@ -101,8 +129,7 @@ def test_pdf_title_falls_back_to_filename_stem():
 def test_pdf_with_cyrillic_text():
     data = make_pdf(["Сайн байна уу, дэлхий.", "Монгол хэл."], font=DEJAVU)
     parsed = parse_document(data, "mn.pdf")
-    assert "Сайн байна уу" in parsed.sections[0].text
-    assert "Монгол хэл" in parsed.sections[1].text
+    assert parsed.sections[0].text == "Сайн байна уу, дэлхий.\n\nМонгол хэл."
 
 
 def test_pdf_is_recognised_by_content_not_name():

@@ -23,6 +23,7 @@ from markdown_it.token import Token
 from pypdf import PasswordType, PdfReader
 
 from agent.knowledge.formats import FORMATS
+from agent.knowledge.pdf_layout import layout, read_lines
 from agent.types import ParsedDocument, Section
 
 MAX_UNPACKED_BYTES = 200 * 1024 * 1024
@@ -347,7 +348,7 @@ def _docx_table(table: Table) -> str:
 
 
 def _parse_pdf(data: bytes, name: str) -> tuple[str, list[Section]]:
-    """One section per page ("Page N"): PDFs carry no reliable heading structure to recover cheaply."""
+    """Title, headings and re-flowed paragraphs from the layout (`pdf_layout`): no sentence ends at a line end."""
     try:
         reader = PdfReader(io.BytesIO(data))
         locked = reader.is_encrypted and not _unlock(reader)
@@ -358,16 +359,18 @@ def _parse_pdf(data: bytes, name: str) -> tuple[str, list[Section]]:
         raise DocumentError(f"{name} is password-protected; share an unlocked copy")
     if page_count == 0:
         raise DocumentError(f"{name} is damaged or not a valid PDF")
-    sections = []
-    for number, page in enumerate(reader.pages, start=1):
-        try:
-            text = page.extract_text()
-        except Exception:  # one unreadable page should not cost the rest of the document
-            continue
-        sections.append(Section(f"Page {number}", _normalise(text)))
-    if not any(section.text for section in sections):
+    title, headings, blocks = layout(read_lines(reader))
+    if not any(blocks):
         raise DocumentError(f"{name} has no extractable text (scanned? share a text PDF)")
-    return _pdf_title(reader), sections
+    out = _Outline()
+    out.title = _pdf_title(reader) or title or "\x00"  # a placeholder keeps level-1 headings in the paths
+    for paragraph in blocks[0]:
+        out.paragraph(paragraph)
+    for (level, heading), paragraphs in zip(headings, blocks[1:], strict=True):
+        out.heading(level, heading)
+        for paragraph in paragraphs:
+            out.paragraph(paragraph)
+    return out.title.strip("\x00"), out.finish()
 
 
 def _unlock(reader: PdfReader) -> bool:
@@ -383,4 +386,5 @@ def _pdf_title(reader: PdfReader) -> str:
         title = (reader.metadata.title if reader.metadata else None) or ""
     except Exception:  # metadata is optional; a broken info dictionary should not sink the document
         return ""
-    return re.sub(r"^Microsoft \w+ - ", "", " ".join(str(title).split()))
+    title = re.sub(r"^Microsoft \w+ - ", "", " ".join(str(title).split()))
+    return "" if re.fullmatch(r"(?i)untitled\d*|document\d*|[\w-]+\.(?:docx?|odt|pdf)", title) else title
