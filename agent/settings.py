@@ -119,6 +119,16 @@ class Settings(BaseSettings):
     teams_ack_after_s: float = Field(
         2.0, ge=0, le=14, description="An answer not ready after this long is preceded by a short acknowledgement."
     )
+    teams_allow_unauthenticated_remote: bool = Field(
+        False,
+        description="Let the unauthenticated endpoint (no app id) listen on a non-loopback address. Dangerous: "
+        "anyone reaching it can act as any user; it is logged loudly at start.",
+    )
+    teams_download_hosts: str = Field(
+        "*.sharepoint.com,*.sharepoint-df.com,*.sharepoint.us,*.sharepoint.de,*.sharepoint.cn,"
+        "onedrive.live.com,*.onedrive.live.com,*.1drv.com,*.1drv.ms,*.svc.ms",
+        description="Comma-separated hosts (a leading *. matches subdomains) Teams file downloads may come from.",
+    )
     # --- adapter training (workers/training) ------------------------------------------------------------------
     train_config: Path | None = Field(None, description="Trainer and gate YAML; default: the packaged one.")
     train_at: str = Field("02:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Nightly retraining, HH:MM UTC.")

@@ -30,6 +30,7 @@ from bot.assistant import Assistant, Conversation
 from bot.downloads import DownloadError, fetch_file
 from bot.teams.cards import FEEDBACK_VERB, answer_card, read_vote
 from bot.teams.proactive import Messenger
+from bot.url_policy import PublicResolver, UrlPolicy, local_policy, teams_download_policy
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +215,9 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
             return
         progress_id = await self.messenger.send(reference, plain_message(f"Downloading {name} ..."))
         try:
-            if self._session is None:
-                self._session = aiohttp.ClientSession()
-            data = await fetch_file(self._session, url, name, max_bytes=self.assistant.settings.max_upload_bytes)
+            data = await fetch_file(
+                self._http(), url, name, max_bytes=self.assistant.settings.max_upload_bytes, policy=self._policy()
+            )
         except DownloadError as exc:
             await self.messenger.send(reference, plain_message(str(exc)))
             return
@@ -227,6 +228,21 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
             elif progress_id and time.monotonic() - last_update >= PROGRESS_EVERY_S:
                 last_update = time.monotonic()
                 await self.messenger.update(reference, progress_id, plain_message(step.text))
+
+    def _policy(self) -> UrlPolicy:
+        """Local (Emulator) mode: loopback only. Otherwise https from SharePoint/OneDrive, public addresses only."""
+        settings = self.assistant.settings
+        if not settings.teams_auth_enabled:
+            return local_policy()
+        return teams_download_policy(settings.teams_download_hosts)
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # Outside the local mode, names resolve to public addresses only, for every hop of a download.
+            local = not self.assistant.settings.teams_auth_enabled
+            connector = None if local else aiohttp.TCPConnector(resolver=PublicResolver())
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
 
     # --- votes --------------------------------------------------------------------------------------------
 
