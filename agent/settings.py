@@ -152,6 +152,18 @@ class Settings(BaseSettings):
     job_visibility_s: int = Field(
         10, ge=3, description="A job whose worker died is handed to another worker after about this long."
     )
+    job_soft_time_limit_s: int = Field(
+        900, ge=1, description="An ingestion or forget job still running after this long ends as failed."
+    )
+    job_time_limit_s: int = Field(
+        960, ge=2, description="Its worker process is killed after this long (when the soft limit did not stop it)."
+    )
+    job_max_deliveries: int = Field(
+        3, ge=1, le=100, description="A job whose worker died this many times is dead-lettered, not retried."
+    )
+    worker_max_memory_mb: int = Field(
+        1536, ge=0, description="A worker process over this resident memory is replaced after its job; 0: never."
+    )
 
     # --- operations ------------------------------------------------------------------------------------------
     log_format: LogFormatName = Field("json", description="json (one object a line, for collectors) or text.")
