@@ -16,7 +16,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol, TypeVar
 
 import redis
@@ -61,6 +61,8 @@ class AnswerRecord:
     answer: str
     route: str
     at: float
+    cited: list[str] = field(default_factory=list)
+    """The documents the answer quotes, as "scope/doc_id": forgetting one forgets the answer too."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,10 @@ def tenant_wide_only(items: Iterable[ScopedT]) -> list[ScopedT]:
     return [item for item in items if item.scope == TENANT_WIDE]
 
 
+def _cite(scope: str, doc_id: str) -> str:
+    return f"{scope}/{doc_id}"
+
+
 def parse_teach(text: str) -> tuple[str, str]:
     """`term :: definition` -> (term, definition); a ValueError says how to write it otherwise."""
     term, sep, definition = text.partition("::")
@@ -104,8 +110,10 @@ def parse_teach(text: str) -> tuple[str, str]:
 class LearningStore:
     """Curated items, remembered answers and votes, per tenant, in one Redis database."""
 
-    def __init__(self, client: redis.Redis[bytes]) -> None:
+    def __init__(self, client: redis.Redis[bytes], *, private_vote_retention_s: float | None = None) -> None:
         self.client = client
+        self.private_vote_retention_s = private_vote_retention_s
+        """Votes in private scopes (never training data) are deleted after this long; None keeps them."""
 
     @classmethod
     def from_url(cls, url: str) -> LearningStore:
@@ -127,13 +135,57 @@ class LearningStore:
 
     # --- answers and votes ---------------------------------------------------------------------------------
 
-    def remember_answer(self, audience: Audience, question: str, answer: str, route: str) -> str:
-        """Keep an answer for ANSWER_TTL_S so that votes can refer to it; returns its id."""
-        record = AnswerRecord(uuid.uuid4().hex, audience.tenant, audience.scope, question, answer, route, time.time())
-        self.client.set(
-            _key("answer", record.answer_id), json.dumps(asdict(record), ensure_ascii=False), ex=ANSWER_TTL_S
+    def remember_answer(
+        self, audience: Audience, question: str, answer: str, route: str, cited: Iterable[tuple[str, str]] = ()
+    ) -> str:
+        """Keep an answer for ANSWER_TTL_S so that votes can refer to it; returns its id.
+
+        `cited` (scope, document id) pairs are indexed, so that forgetting a document forgets the answers quoting it.
+        """
+        docs = sorted({_cite(scope, doc) for scope, doc in cited})
+        record = AnswerRecord(
+            uuid.uuid4().hex, audience.tenant, audience.scope, question, answer, route, time.time(), docs
         )
+        pipe = self.client.pipeline()
+        pipe.set(_key("answer", record.answer_id), json.dumps(asdict(record), ensure_ascii=False), ex=ANSWER_TTL_S)
+        for doc in docs:
+            pipe.sadd(_key("cites", audience.tenant, doc), record.answer_id)
+            pipe.expire(_key("cites", audience.tenant, doc), ANSWER_TTL_S)
+        pipe.execute()
         return record.answer_id
+
+    def forget_document(self, tenant: str, scope: str, doc_id: str) -> int:
+        """Delete every remembered or voted answer quoting the document, and the votes on them; returns how many."""
+        doc = _cite(scope, doc_id)
+        ids = {m.decode() for m in self.client.smembers(_key("cites", tenant, doc))}
+        for raw in self.client.hvals(_key("voted", tenant)):
+            record = AnswerRecord(**json.loads(raw))
+            if doc in record.cited:
+                ids.add(record.answer_id)
+        self._delete_answers(tenant, ids)
+        self.client.delete(_key("cites", tenant, doc))
+        return len(ids)
+
+    def purge_private_votes(self, tenant: str, now: float | None = None) -> int:
+        """Delete votes in private scopes older than the retention, with the answers voted on; returns how many."""
+        if self.private_vote_retention_s is None:
+            return 0
+        cutoff = (now or time.time()) - self.private_vote_retention_s
+        old = {v.answer_id for v in self.votes(tenant) if v.scope != TENANT_WIDE and v.at < cutoff}
+        self._delete_answers(tenant, old)
+        return len(old)
+
+    def _delete_answers(self, tenant: str, ids: set[str]) -> None:
+        if not ids:
+            return
+        votes = [f.decode() for f in self.client.hkeys(_key("votes", tenant))]
+        pipe = self.client.pipeline()
+        pipe.delete(*(_key("answer", i) for i in ids))
+        pipe.hdel(_key("voted", tenant), *ids)
+        gone = [f for f in votes if f.split(":", 1)[0] in ids]
+        if gone:
+            pipe.hdel(_key("votes", tenant), *gone)
+        pipe.execute()
 
     def answer(self, answer_id: str) -> AnswerRecord | None:
         raw = self.client.get(_key("answer", answer_id))
@@ -153,6 +205,11 @@ class LearningStore:
         pipe.hset(_key("votes", record.tenant), f"{answer_id}:{user}", json.dumps(asdict(vote)))
         pipe.execute()
         self._touch(record.tenant)
+        # At most once an hour per tenant, votes past their retention go (a SET NX with a TTL is the hourly lock).
+        if self.private_vote_retention_s is not None and self.client.set(
+            _key("vote-sweep", record.tenant), b"1", nx=True, ex=3600
+        ):
+            self.purge_private_votes(record.tenant)
         return vote
 
     def votes(self, tenant: str) -> list[Vote]:

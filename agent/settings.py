@@ -165,6 +165,17 @@ class Settings(BaseSettings):
         1536, ge=0, description="A worker process over this resident memory is replaced after its job; 0: never."
     )
 
+    # --- retention and limits (issue 20) ---------------------------------------------------------------------
+    memory_retention_days: float = Field(
+        30.0, gt=0, description="A conversation untouched this long is deleted from the conversation memory."
+    )
+    memory_messages: int = Field(12, ge=2, le=200, description="Messages a conversation's memory keeps (the last).")
+    vote_retention_days: float = Field(
+        90.0, gt=0, description="Votes (and the answers voted on) in private conversations are deleted after this."
+    )
+    questions_per_minute: int = Field(20, ge=0, description="Questions one user may ask per minute; 0: no limit.")
+    shares_per_hour: int = Field(30, ge=0, description="Documents one user may share per hour; 0: no limit.")
+
     # --- operations ------------------------------------------------------------------------------------------
     log_format: LogFormatName = Field("json", description="json (one object a line, for collectors) or text.")
 
@@ -188,6 +199,11 @@ class Settings(BaseSettings):
     @property
     def uses_embedded_milvus(self) -> bool:
         return self.milvus_uri is None
+
+    @property
+    def memory_path(self) -> Path:
+        """The conversation memory (SQLite)."""
+        return self.data_dir / "memory.sqlite"
 
     @property
     def adapter_registry(self) -> Path:

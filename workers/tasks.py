@@ -14,6 +14,7 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from pymilvus.exceptions import MilvusException
 
+from agent.forgetting import forget_document as forget_everywhere
 from agent.knowledge.ingest import IngestResult, ingest_bytes, oversize_reason
 from agent.knowledge.service import Knowledge, open_knowledge
 from agent.knowledge.store import StoreError
@@ -182,5 +183,7 @@ def _ingest(
 
 @app.task(bind=True, name=FORGET_DOCUMENT, autoretry_for=TRANSIENT, retry_backoff=2, max_retries=10)
 def forget_document(self: Task, tenant: str, scope: str, doc_id: str) -> dict[str, Any]:
-    removed = _knowledge().store.forget(Audience(tenant, scope), doc_id)
-    return {"doc_id": doc_id, "removed_chunks": removed}
+    settings = get_settings()
+    learning = LearningStore(redis_client(settings.effective_redis_url))
+    gone = forget_everywhere(_knowledge().store, learning, settings.memory_path, Audience(tenant, scope), doc_id)
+    return {"doc_id": doc_id, "removed_chunks": gone.passages, "answers": gone.answers, "chats": gone.conversations}
