@@ -7,47 +7,20 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import pytest
-import redis
 
 from agent.knowledge.ingest import ingest_bytes
 from agent.types import Audience
 from bot.assistant import Assistant, Conversation
+from bot.reliability.security import files_holding, redis_holds
 
 ADMIN = "U-admin-security"
 SENTENCE = "The Quorvex vault rotates its master keys every 41 days under protocol Zephyr-9."
 DOCUMENT = f"# Quorvex Vault\n\n## Keys\n\n{SENTENCE}\n\n## Access\n\nOnly the night shift opens the Quorvex vault.\n"
 QUESTION = "How often does the Quorvex vault rotate its master keys?"
-
-
-def redis_holds(client: redis.Redis[bytes], needle: bytes) -> list[str]:
-    """Every key whose value (string, hash, list, set or sorted set) contains `needle`."""
-    found = []
-    for key in client.scan_iter(count=1000):
-        kind = client.type(key).decode()
-        if kind == "string":
-            values = [client.get(key) or b""]
-        elif kind == "hash":
-            values = list(client.hvals(key))
-        elif kind == "list":
-            values = list(client.lrange(key, 0, -1))
-        elif kind == "set":
-            values = list(client.smembers(key))
-        elif kind == "zset":
-            values = list(client.zrange(key, 0, -1))
-        else:
-            values = []
-        if any(needle in v for v in values):
-            found.append(key.decode(errors="replace"))
-    return found
-
-
-def files_holding(folder: Path, pattern: str, needle: bytes) -> list[str]:
-    return [p.name for p in folder.glob(pattern) if needle in p.read_bytes()]
 
 
 @pytest.fixture()
