@@ -280,8 +280,8 @@ class Assistant:
         while True:
             status = await asyncio.to_thread(job_status, job)
             if status.state == "error":
-                log.error("ingestion of %s failed: %s", name, status.error)
-                yield ShareProgress(f"{name} could not be read: an internal error ({status.error[:200]}).", True, False)
+                log.error("ingestion of %s failed (job %s): %s", name, job, status.error)
+                yield ShareProgress(f"{name} could not be read: {failure_kind(status.error)}.", True, False)
                 return
             if status.finished:
                 yield _finished(name, status.result)
@@ -295,6 +295,20 @@ class Assistant:
                 last = line
                 yield ShareProgress(line)
             await asyncio.sleep(PROGRESS_POLL_S)
+
+
+FAILURE_KINDS = {
+    "TimeLimitExceeded": "it took too long to read",
+    "SoftTimeLimitExceeded": "it took too long to read",
+    "WorkerLostError": "the worker reading it stopped",
+    "MemoryError": "it needed more memory than a worker has",
+}
+
+
+def failure_kind(error: str) -> str:
+    """What a person is told about a failed job: the kind of failure, never its message (hosts, paths: the log's)."""
+    kind = error.split(":", 1)[0].strip()
+    return FAILURE_KINDS.get(kind, "an internal error") + " (the details are in the bot's log)"
 
 
 def _who(conv: Conversation) -> str:

@@ -172,8 +172,10 @@ def _ingest(
             progress=progress,
             flush=_should_flush(settings),
         )
-    except StoreError as exc:
-        result = IngestResult("failed", doc_id or source, source, reason=str(exc))
+    except StoreError as exc:  # an operator's problem (a wrong setting): the details go to the log, not to users
+        log.error("ingest of %s for %s/%s: the knowledge base refused it: %s", source, tenant, scope, exc)
+        reason = "the knowledge base is not set up to store it (an admin can find why in the worker's log)"
+        result = IngestResult("failed", doc_id or source, source, reason=reason)
     log.info("ingest %s for %s/%s: %s %s", source, tenant, scope, result.status, result.reason)
     if result.status == "ready" and scope == TENANT_WIDE:  # new domain text: the nightly training should run
         _with_redis(lambda: LearningStore(redis_client(settings.effective_redis_url)).mark_changed(tenant))

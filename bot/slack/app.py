@@ -33,7 +33,8 @@ from agent.settings import Settings
 from agent.types import Audience
 from bot.assistant import Assistant, Conversation
 from bot.downloads import DownloadError
-from bot.slack.blocks import VOTE_DOWN, VOTE_UP, answer_blocks, answer_fallback
+from bot.slack.blocks import VOTE_DOWN, VOTE_UP, answer_blocks, answer_fallback, escape
+from bot.slack.escaping import EscapingWebClient
 from bot.slack.files import fetch_shared_file
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def make_client(token: str | None, base_url: str, session: aiohttp.ClientSession
 
     Give it a session (from inside the event loop): without one, slack_sdk opens a new connection per call.
     """
-    return AsyncWebClient(
+    return EscapingWebClient(
         token=token,
         base_url=base_url,
         session=session,
@@ -273,7 +274,7 @@ class SlackBot:
         try:
             conv = await self._command_conversation(body)
             reply = await self.assistant.command(conv, text)
-            await respond(text=reply, response_type="ephemeral")
+            await respond(text=escape(reply), response_type="ephemeral")
         except Exception as exc:
             log.exception("/expert %s failed", text)
             await respond(text=_sorry(exc, "run that command"), response_type="ephemeral")
@@ -286,7 +287,7 @@ class SlackBot:
             conv = await self._command_conversation(body)
             answer = await self.assistant.answer(conv, question)
             blocks = answer_blocks(answer, question=question, asker=body.get("user_id"))
-            await respond(text=answer_fallback(answer), blocks=blocks, response_type="in_channel")
+            await respond(text=escape(answer_fallback(answer)), blocks=blocks, response_type="in_channel")
         except Exception as exc:
             log.exception("/ask failed: %s", question)
             await respond(text=_sorry(exc, "answer that"), response_type="ephemeral")

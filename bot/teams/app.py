@@ -233,6 +233,9 @@ def check_listen_address(settings: Settings) -> None:
 def serve(settings: Settings) -> None:
     """Run the endpoint until interrupted (`expertbot teams serve`)."""
     check_listen_address(settings)
+    from bot.preflight import require_services
+
+    require_services(settings)  # what is missing, said plainly, instead of a broken answer pool
     mode = "Bot Framework authentication on" if settings.teams_auth_enabled else "no authentication (Emulator)"
     print(f"Teams endpoint on http://{settings.teams_host}:{settings.teams_port}{MESSAGES_PATH} ({mode})", flush=True)
     # Answers computed in child processes leave this one's interpreter to the acknowledgements (as in Slack).

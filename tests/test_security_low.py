@@ -1,0 +1,105 @@
+"""Issue 20, findings 6, 7, 10 and 11: escaped Slack text, failure kinds instead of messages, redacted logs in
+answer processes, and `teams serve` without a stack. Real local Slack API server, Redis and processes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from uuid import uuid4
+
+from agent.types import Audience
+from bot.assistant import Assistant, Conversation
+from bot.slack.localapi import LocalSlack
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "xoxb-1234567890-abcdefghijklmnopqrstuvwx"
+
+
+def test_every_slack_text_field_is_escaped():
+    """A file named `<!channel> x.png` (in a refusal, a progress line, a fallback) must not ping the channel."""
+    from bot.slack.app import make_client
+
+    async def scenario() -> list[str]:
+        slack = LocalSlack()
+        await slack.start()
+        try:
+            client = make_client(slack.token, slack.base_url)
+            await client.chat_postMessage(channel="C1", text="<!channel> x.png is over the 25 MB limit.")
+            await client.chat_update(channel="C1", ts="1.000001", text="Reading <@U999> & <https://evil|ok>.md")
+            await client.chat_postEphemeral(channel="C1", user="U1", text="<!here>")
+            return [c.args.get("text", "") for c in slack.calls if c.method.startswith("chat.")]
+        finally:
+            await slack.stop()
+
+    texts = asyncio.run(scenario())
+    assert texts == [
+        "&lt;!channel&gt; x.png is over the 25 MB limit.",
+        "Reading &lt;@U999&gt; &amp; &lt;https://evil|ok&gt;.md",
+        "&lt;!here&gt;",
+    ]
+
+
+def test_a_failed_job_shows_the_kind_of_failure_and_logs_the_details(services, monkeypatch, caplog):
+    """Fault injection at the job status: the worker's exception carries a host and a path."""
+    import workers.client
+    from workers.client import JobStatus
+
+    detail = "OperationalError: could not reach db-7.corp.internal:5432 from /srv/expertbot/secret-dir"
+    monkeypatch.setattr(workers.client, "job_status", lambda job: JobStatus(job, "error", error=detail))
+    assistant = Assistant(services)
+    conv = Conversation("slack", Audience(f"kind-{uuid4().hex[:6]}", "C1"), "t", "U1", private=False)
+
+    async def scenario() -> str:
+        last = ""
+        async for step in assistant.share(conv, b"# Notes\n\nSome text.", "notes.md"):
+            last = step.text
+        return last
+
+    with caplog.at_level(logging.ERROR):
+        said = asyncio.run(scenario())
+    assert said.startswith("notes.md could not be read: an internal error")
+    assert "db-7" not in said and "/srv" not in said and "OperationalError" not in said
+    assert any("db-7.corp.internal" in r.getMessage() for r in caplog.records)
+
+
+def _log_a_secret() -> bool:
+    logging.getLogger("expertbot.child").warning("calling Slack with %s", SECRET)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    return True
+
+
+def test_answer_processes_log_through_the_redacting_handler(services, capfd):
+    from bot.answer_pool import answer_pool
+
+    pool = answer_pool(services.model_copy(update={"slack_bot_token": SECRET}), 1)
+    try:
+        assert pool.submit(_log_a_secret).result(timeout=120)
+    finally:
+        pool.shutdown()
+    err = capfd.readouterr().err
+    assert "calling Slack with" in err, err[-2000:]
+    assert SECRET not in err
+
+
+def test_teams_serve_without_a_stack_says_what_is_missing(services):
+    from bot.stack import free_port
+
+    env = {
+        **os.environ,
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "MILVUS_URI": f"http://127.0.0.1:{free_port()}",
+        "EXPERTBOT_TEAMS_PORT": str(free_port()),
+        "EXPERTBOT_ANSWER_PROCESSES": "1",
+        "PYTHONPATH": str(ROOT),
+    }
+    code = "import sys; from bot.cli import main; sys.argv = ['expertbot', 'teams', 'serve']; main()"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "BrokenProcessPool" not in out and "Traceback" not in out, out[-3000:]
+    assert "Redis" in out and "expertbot up" in out
