@@ -103,3 +103,42 @@ def test_teams_serve_without_a_stack_says_what_is_missing(services):
     assert done.returncode != 0
     assert "BrokenProcessPool" not in out and "Traceback" not in out, out[-3000:]
     assert "Redis" in out and "expertbot up" in out
+
+
+def test_slack_connect_conversations_see_only_their_own_documents(knowledge):
+    from agent.knowledge.ingest import ingest_bytes
+    from agent.types import TENANT_WIDE
+    from bot.slack.audience import scope_for
+
+    team = f"T{uuid4().hex[:8].upper()}"
+    handbook = b"# Handbook\n\n## Salaries\n\nThe salary bands of Glimmerfax staff are reviewed every April.\n"
+    result = ingest_bytes(
+        knowledge.store, knowledge.embeddings, Audience(team, TENANT_WIDE), data=handbook, source="handbook.md",
+        max_bytes=10**6, chunk_chars=400,
+    )  # fmt: skip
+    assert result.status == "ready"
+    question = "When are the Glimmerfax salary bands reviewed?"
+    internal = Audience(team, scope_for(team, "C0SHARED", {"user_team": team}))
+    outsider = Audience(team, scope_for(team, "C0SHARED", {"user_team": "T0OTHERORG"}))
+    shared_channel = Audience(team, scope_for(team, "C0SHARED", {"user_team": team}, channel_shared=True))
+    assert knowledge.search(internal, question, k=3), "the tenant-wide handbook is visible inside the workspace"
+    assert knowledge.search(outsider, question, k=3) == []
+    assert knowledge.search(shared_channel, question, k=3) == []
+    assert Audience(team, "ext:C0SHARED").visible_scopes == ["ext:C0SHARED"]
+
+
+def test_teams_private_and_shared_channels_are_private_scopes():
+    import copy
+    import json
+
+    from botbuilder.schema import Activity
+
+    from bot.teams.handler import conversation_of
+
+    raw = json.loads((ROOT / "tests" / "fixtures" / "teams" / "message_channel_mention.json").read_text())
+    kinds = {}
+    for membership in ("standard", "private", "shared"):
+        act = copy.deepcopy(raw)
+        act["channelData"].setdefault("channel", {})["membershipType"] = membership
+        kinds[membership] = conversation_of(Activity().deserialize(act), "local").private
+    assert kinds == {"standard": False, "private": True, "shared": True}

@@ -22,10 +22,6 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-)
 from slack_sdk.web.async_client import AsyncWebClient
 
 from agent.logging_setup import log_context
@@ -33,8 +29,9 @@ from agent.settings import Settings
 from agent.types import Audience
 from bot.assistant import Assistant, Conversation
 from bot.downloads import DownloadError
+from bot.slack.audience import scope_for
 from bot.slack.blocks import VOTE_DOWN, VOTE_UP, answer_blocks, answer_fallback, escape
-from bot.slack.escaping import EscapingWebClient
+from bot.slack.escaping import make_client
 from bot.slack.files import fetch_shared_file
 
 log = logging.getLogger(__name__)
@@ -48,19 +45,6 @@ HANDLED_SUBTYPES = (None, "file_share", "thread_broadcast")
 """Message subtypes that are a person writing; edits, deletions, joins and bot messages are not."""
 MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
 PRIVATE_TYPES = frozenset({"im", "mpim", "group", "private_channel"})
-
-
-def make_client(token: str | None, base_url: str, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
-    """A Web API client that waits out HTTP 429 (Retry-After) and retries dropped connections.
-
-    Give it a session (from inside the event loop): without one, slack_sdk opens a new connection per call.
-    """
-    return EscapingWebClient(
-        token=token,
-        base_url=base_url,
-        session=session,
-        retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=2), AsyncRateLimitErrorRetryHandler(3)],
-    )
 
 
 def question_text(text: str) -> str:
@@ -88,7 +72,7 @@ class SlackBot:
             request_verification_enabled=verify,
             process_before_response=False,
         )
-        self._private: dict[str, bool] = {}
+        self._private, self._ext_shared = dict[str, bool](), dict[str, bool]()  # per channel, from conversations.info
         self._register()
 
     def _register(self) -> None:
@@ -340,7 +324,8 @@ class SlackBot:
         self, team: str, channel: str, thread: str, user: str, event: dict[str, Any] | None
     ) -> Conversation:
         private = await self._is_private(channel, (event or {}).get("channel_type"))
-        return Conversation("slack", Audience(team, channel), f"{channel}:{thread}", user, private)
+        scope = scope_for(team, channel, event, self._ext_shared.get(channel, False))
+        return Conversation("slack", Audience(team, scope), f"{channel}:{thread}", user, private)
 
     async def _command_conversation(self, body: dict[str, Any]) -> Conversation:
         channel = str(body.get("channel_id") or "")
@@ -359,6 +344,7 @@ class SlackBot:
             try:
                 info = (await self.client.conversations_info(channel=channel)).get("channel") or {}
                 self._private[channel] = bool(info.get("is_private") or info.get("is_im") or info.get("is_mpim"))
+                self._ext_shared[channel] = bool(info.get("is_ext_shared"))
             except SlackApiError as exc:
                 log.warning("conversations.info %s: %s; treating it as private", channel, exc.response.get("error"))
                 self._private[channel] = True

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
@@ -27,3 +32,16 @@ class EscapingWebClient(AsyncWebClient):
         if api_method in ESCAPED_METHODS and json is not None and isinstance(json.get("text"), str):
             json = {**json, "text": escape(json["text"])}
         return await super().api_call(api_method, json=json, **kwargs)
+
+
+def make_client(token: str | None, base_url: str, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
+    """A Web API client that waits out HTTP 429 (Retry-After) and retries dropped connections.
+
+    Give it a session (from inside the event loop): without one, slack_sdk opens a new connection per call.
+    """
+    return EscapingWebClient(
+        token=token,
+        base_url=base_url,
+        session=session,
+        retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=2), AsyncRateLimitErrorRetryHandler(3)],
+    )

@@ -87,7 +87,19 @@ def conversation_of(activity: Activity, default_tenant: str) -> Conversation:
     kind = conv.conversation_type or "personal"  # the Emulator sends none
     sender: ChannelAccount = activity.from_property
     user = sender.aad_object_id or sender.id or "unknown"
-    return Conversation("teams", Audience(tenant, scope), conv.id, user, private=kind != "channel")
+    return Conversation("teams", Audience(tenant, scope), conv.id, user, private=kind != "channel" or _closed(activity))
+
+
+PRIVATE_CHANNEL_TYPES = frozenset({"private", "shared"})
+"""Teams channels whose members are not the whole team: what is taught there stays there."""
+
+
+def _closed(activity: Activity) -> bool:
+    """A private or shared channel (channelData.channel.membershipType or .type), not a standard one."""
+    channel_data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
+    channel = channel_data.get("channel") if isinstance(channel_data.get("channel"), dict) else {}
+    kind = (channel or {}).get("membershipType") or (channel or {}).get("type") or ""
+    return str(kind).lower() in PRIVATE_CHANNEL_TYPES
 
 
 def strip_mentions(activity: Activity) -> tuple[str, bool]:
