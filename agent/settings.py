@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     )
     slack_signing_secret: str | None = Field(None, validation_alias=_env("SLACK_SIGNING_SECRET"))
     slack_mode: Literal["auto", "socket", "http"] = Field("auto", description="auto: socket with an app token.")
-    slack_host: str = Field("0.0.0.0", description="HTTP mode: address the /slack/events server listens on.")
+    slack_host: str = Field("127.0.0.1", description="HTTP mode: address the /slack/events server listens on.")
     slack_port: int = Field(3000, ge=1, le=65535, description="HTTP mode: port of /slack/events.")
     slack_api_url: str = Field("https://slack.com/api/", description="Web API base URL (GovSlack, tests).")
 
@@ -175,6 +175,8 @@ class Settings(BaseSettings):
     )
     questions_per_minute: int = Field(20, ge=0, description="Questions one user may ask per minute; 0: no limit.")
     shares_per_hour: int = Field(30, ge=0, description="Documents one user may share per hour; 0: no limit.")
+
+    health_token: str = Field("", description="Bearer token for the detailed /healthz report from other machines.")
 
     # --- operations ------------------------------------------------------------------------------------------
     log_format: LogFormatName = Field("json", description="json (one object a line, for collectors) or text.")

@@ -142,3 +142,34 @@ def test_teams_private_and_shared_channels_are_private_scopes():
         act["channelData"].setdefault("channel", {})["membershipType"] = membership
         kinds[membership] = conversation_of(Activity().deserialize(act), "local").private
     assert kinds == {"standard": False, "private": True, "shared": True}
+
+
+def test_healthz_details_only_for_local_callers_or_the_token(services, worker):
+    import aiohttp
+    from aiohttp import web
+
+    from bot.health import add_health_routes
+    from bot.stack import free_port
+
+    settings = services.model_copy(update={"health_token": "health-" + uuid4().hex})
+
+    async def get(headers: dict[str, str]) -> dict[str, object]:
+        app = web.Application()
+        add_health_routes(app, settings)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            url = f"http://127.0.0.1:{port}/healthz"
+            async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as r:
+                body: dict[str, object] = await r.json()
+                return body
+        finally:
+            await runner.cleanup()
+
+    relayed = {"X-Forwarded-For": "198.51.100.4"}  # through a reverse proxy: someone on the internet
+    assert asyncio.run(get(relayed)) == {"ok": True}
+    assert "workers" in asyncio.run(get({**relayed, "Authorization": f"Bearer {settings.health_token}"}))
+    assert asyncio.run(get({**relayed, "Authorization": "Bearer wrong"})) == {"ok": True}
+    assert "workers" in asyncio.run(get({}))  # on this machine: the operator
