@@ -31,7 +31,7 @@ from bot.assistant import Assistant, Conversation
 from bot.downloads import DownloadError
 from bot.slack.audience import scope_for
 from bot.slack.blocks import VOTE_DOWN, VOTE_UP, answer_blocks, answer_fallback, escape
-from bot.slack.escaping import make_client
+from bot.slack.escaping import make_client as make_client
 from bot.slack.files import fetch_shared_file
 
 log = logging.getLogger(__name__)
