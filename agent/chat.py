@@ -2,15 +2,15 @@
 Teams) calls.
 
 A small LangGraph graph: `understand` (forced route, language, search, route decision) then one of `retrieve`,
-`domain` or `smalltalk`. Each thread's conversation is kept by a LangGraph checkpointer (SQLite on the embedded
-stack), so follow-up questions see what came before. The thread key includes tenant and scope, so memory can
+`domain` or `smalltalk`. Each thread's conversation is kept by a LangGraph checkpointer (`agent.memory`: SQLite,
+document ids instead of passages, trimmed, purged on forget and after a retention), so follow-up questions see
+what came before. The thread key includes tenant and scope, so memory can
 never carry one conversation's documents into another.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -300,13 +300,12 @@ class ChatCore:
 
 def make_chat_core(settings: Settings, *, knowledge: Knowledge | None = None) -> ChatCore:
     """The chat core as configured: generator from settings, memory in SQLite under the data folder."""
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
     from agent.knowledge.service import open_knowledge
+    from agent.memory import ConversationMemory
     from agent.models.factory import make_chat_model
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(settings.data_dir / "memory.sqlite", check_same_thread=False)
-    return ChatCore(
-        knowledge or open_knowledge(settings), llm=make_chat_model(settings), checkpointer=SqliteSaver(conn)
+    memory = ConversationMemory.open(
+        settings.memory_path, keep_messages=settings.memory_messages, retention_days=settings.memory_retention_days
     )
+    return ChatCore(knowledge or open_knowledge(settings), llm=make_chat_model(settings), checkpointer=memory)

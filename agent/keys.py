@@ -12,6 +12,16 @@ PREFIX = "expertbot"
 BLOB_PREFIX = f"{PREFIX}:blob:"
 """An uploaded file's bytes between the chat surface and the ingest worker: `expertbot:blob:<uuid>`."""
 
+
+# --- jobs that keep failing (workers/deadletter.py) --------------------------------------------------------
+def deliveries(job_id: str, retries: int | str) -> str:
+    """How often one attempt of a job has been delivered to a worker (a poison job is dead-lettered after N)."""
+    return f"{PREFIX}:deliveries:{job_id}:{retries}"
+
+
+DEAD_LETTERS = f"{PREFIX}:dead-letters"
+"""The newest dead-lettered jobs, for operators."""
+
 # --- what the bot learns from (agent/learning.py) ----------------------------------------------------------
 LEARNING_PREFIX = f"{PREFIX}:learning"
 
@@ -45,3 +55,8 @@ def shared_links(tenant: str) -> str:
 def slack_thread(team: str, channel: str, thread: str) -> str:
     """A Slack thread the bot takes part in: replies there need no mention."""
     return f"{PREFIX}:slack:thread:{team}:{channel}:{thread}"
+
+
+def rate(kind: str, who: str, window: int) -> str:
+    """Requests of one kind by one user in one rate-limit window (bot/limits.py)."""
+    return f"{PREFIX}:rate:{kind}:{who}:{window}"

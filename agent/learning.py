@@ -16,7 +16,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol, TypeVar
 
 import redis
@@ -56,6 +56,8 @@ class AnswerRecord:
     answer: str
     route: str
     at: float
+    cited: list[str] = field(default_factory=list)
+    """The documents the answer quotes, as "scope/doc_id": forgetting one forgets the answer too."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,10 @@ def tenant_wide_only(items: Iterable[ScopedT]) -> list[ScopedT]:
     return [item for item in items if item.scope == TENANT_WIDE]
 
 
+def _cite(scope: str, doc_id: str) -> str:
+    return f"{scope}/{doc_id}"
+
+
 def parse_teach(text: str) -> tuple[str, str]:
     """`term :: definition` -> (term, definition); a ValueError says how to write it otherwise."""
     term, sep, definition = text.partition("::")
@@ -99,8 +105,10 @@ def parse_teach(text: str) -> tuple[str, str]:
 class LearningStore:
     """Curated items, remembered answers and votes, per tenant, in one Redis database."""
 
-    def __init__(self, client: redis.Redis[bytes]) -> None:
+    def __init__(self, client: redis.Redis[bytes], *, private_vote_retention_s: float | None = None) -> None:
         self.client = client
+        self.private_vote_retention_s = private_vote_retention_s
+        """Votes in private scopes (never training data) are deleted after this long; None keeps them."""
 
     @classmethod
     def from_url(cls, url: str) -> LearningStore:
@@ -124,13 +132,59 @@ class LearningStore:
 
     # --- answers and votes ---------------------------------------------------------------------------------
 
-    def remember_answer(self, audience: Audience, question: str, answer: str, route: str) -> str:
-        """Keep an answer for ANSWER_TTL_S so that votes can refer to it; returns its id."""
-        record = AnswerRecord(uuid.uuid4().hex, audience.tenant, audience.scope, question, answer, route, time.time())
-        self.client.set(
+    def remember_answer(
+        self, audience: Audience, question: str, answer: str, route: str, cited: Iterable[tuple[str, str]] = ()
+    ) -> str:
+        """Keep an answer for ANSWER_TTL_S so that votes can refer to it; returns its id.
+
+        `cited` (scope, document id) pairs are indexed, so that forgetting a document forgets the answers quoting it.
+        """
+        docs = sorted({_cite(scope, doc) for scope, doc in cited})
+        record = AnswerRecord(
+            uuid.uuid4().hex, audience.tenant, audience.scope, question, answer, route, time.time(), docs
+        )
+        pipe = self.client.pipeline()
+        pipe.set(
             keys.learning("answer", record.answer_id), json.dumps(asdict(record), ensure_ascii=False), ex=ANSWER_TTL_S
         )
+        for doc in docs:
+            pipe.sadd(keys.learning("cites", audience.tenant, doc), record.answer_id)
+            pipe.expire(keys.learning("cites", audience.tenant, doc), ANSWER_TTL_S)
+        pipe.execute()
         return record.answer_id
+
+    def forget_document(self, tenant: str, scope: str, doc_id: str) -> int:
+        """Delete every remembered or voted answer quoting the document, and the votes on them; returns how many."""
+        doc = _cite(scope, doc_id)
+        ids = {m.decode() for m in self.client.smembers(keys.learning("cites", tenant, doc))}
+        for raw in self.client.hvals(keys.learning("voted", tenant)):
+            record = AnswerRecord(**json.loads(raw))
+            if doc in record.cited:
+                ids.add(record.answer_id)
+        self._delete_answers(tenant, ids)
+        self.client.delete(keys.learning("cites", tenant, doc))
+        return len(ids)
+
+    def purge_private_votes(self, tenant: str, now: float | None = None) -> int:
+        """Delete votes in private scopes older than the retention, with the answers voted on; returns how many."""
+        if self.private_vote_retention_s is None:
+            return 0
+        cutoff = (now or time.time()) - self.private_vote_retention_s
+        old = {v.answer_id for v in self.votes(tenant) if v.scope != TENANT_WIDE and v.at < cutoff}
+        self._delete_answers(tenant, old)
+        return len(old)
+
+    def _delete_answers(self, tenant: str, ids: set[str]) -> None:
+        if not ids:
+            return
+        votes = [f.decode() for f in self.client.hkeys(keys.learning("votes", tenant))]
+        pipe = self.client.pipeline()
+        pipe.delete(*(keys.learning("answer", i) for i in ids))
+        pipe.hdel(keys.learning("voted", tenant), *ids)
+        gone = [f for f in votes if f.split(":", 1)[0] in ids]
+        if gone:
+            pipe.hdel(keys.learning("votes", tenant), *gone)
+        pipe.execute()
 
     def answer(self, answer_id: str) -> AnswerRecord | None:
         raw = self.client.get(keys.learning("answer", answer_id))
@@ -150,6 +204,11 @@ class LearningStore:
         pipe.hset(keys.learning("votes", record.tenant), f"{answer_id}:{user}", json.dumps(asdict(vote)))
         pipe.execute()
         self._touch(record.tenant)
+        # At most once an hour per tenant, votes past their retention go (a SET NX with a TTL is the hourly lock).
+        if self.private_vote_retention_s is not None and self.client.set(
+            keys.learning("vote-sweep", record.tenant), b"1", nx=True, ex=3600
+        ):
+            self.purge_private_votes(record.tenant)
         return vote
 
     def votes(self, tenant: str) -> list[Vote]:

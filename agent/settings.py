@@ -127,6 +127,16 @@ class Settings(BaseSettings):
     teams_ack_after_s: float = Field(
         2.0, ge=0, le=14, description="An answer not ready after this long is preceded by a short acknowledgement."
     )
+    teams_allow_unauthenticated_remote: bool = Field(
+        False,
+        description="Let the unauthenticated endpoint (no app id) listen on a non-loopback address. Dangerous: "
+        "anyone reaching it can act as any user; it is logged loudly at start.",
+    )
+    teams_download_hosts: str = Field(
+        "*.sharepoint.com,*.sharepoint-df.com,*.sharepoint.us,*.sharepoint.de,*.sharepoint.cn,"
+        "onedrive.live.com,*.onedrive.live.com,*.1drv.com,*.1drv.ms,*.svc.ms",
+        description="Comma-separated hosts (a leading *. matches subdomains) Teams file downloads may come from.",
+    )
     # --- adapter training (workers/training) ------------------------------------------------------------------
     train_config: Path | None = Field(None, description="Trainer and gate YAML; default: the packaged one.")
     train_at: str = Field("02:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="Nightly retraining, HH:MM UTC.")
@@ -139,7 +149,7 @@ class Settings(BaseSettings):
     )
     slack_signing_secret: str | None = Field(None, validation_alias=_env("SLACK_SIGNING_SECRET"))
     slack_mode: Literal["auto", "socket", "http"] = Field("auto", description="auto: socket with an app token.")
-    slack_host: str = Field("0.0.0.0", description="HTTP mode: address the /slack/events server listens on.")
+    slack_host: str = Field("127.0.0.1", description="HTTP mode: address the /slack/events server listens on.")
     slack_port: int = Field(3000, ge=1, le=65535, description="HTTP mode: port of /slack/events.")
     slack_api_url: str = Field("https://slack.com/api/", description="Web API base URL (GovSlack, tests).")
 
@@ -150,6 +160,31 @@ class Settings(BaseSettings):
     job_visibility_s: int = Field(
         10, ge=3, description="A job whose worker died is handed to another worker after about this long."
     )
+    job_soft_time_limit_s: int = Field(
+        900, ge=1, description="An ingestion or forget job still running after this long ends as failed."
+    )
+    job_time_limit_s: int = Field(
+        960, ge=2, description="Its worker process is killed after this long (when the soft limit did not stop it)."
+    )
+    job_max_deliveries: int = Field(
+        3, ge=1, le=100, description="A job whose worker died this many times is dead-lettered, not retried."
+    )
+    worker_max_memory_mb: int = Field(
+        1536, ge=0, description="A worker process over this resident memory is replaced after its job; 0: never."
+    )
+
+    # --- retention and limits (issue 20) ---------------------------------------------------------------------
+    memory_retention_days: float = Field(
+        30.0, gt=0, description="A conversation untouched this long is deleted from the conversation memory."
+    )
+    memory_messages: int = Field(12, ge=2, le=200, description="Messages a conversation's memory keeps (the last).")
+    vote_retention_days: float = Field(
+        90.0, gt=0, description="Votes (and the answers voted on) in private conversations are deleted after this."
+    )
+    questions_per_minute: int = Field(20, ge=0, description="Questions one user may ask per minute; 0: no limit.")
+    shares_per_hour: int = Field(30, ge=0, description="Documents one user may share per hour; 0: no limit.")
+
+    health_token: str = Field("", description="Bearer token for the detailed /healthz report from other machines.")
 
     # --- operations ------------------------------------------------------------------------------------------
     log_format: LogFormatName = Field("json", description="json (one object a line, for collectors) or text.")
@@ -174,6 +209,11 @@ class Settings(BaseSettings):
     @property
     def uses_embedded_milvus(self) -> bool:
         return self.milvus_uri is None
+
+    @property
+    def memory_path(self) -> Path:
+        """The conversation memory (SQLite)."""
+        return self.data_dir / "memory.sqlite"
 
     @property
     def adapter_registry(self) -> Path:

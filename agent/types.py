@@ -7,6 +7,8 @@ from typing import Literal
 
 TENANT_WIDE = "*"
 """The scope of documents every conversation of a tenant may see."""
+EXTERNAL_PREFIX = "ext:"
+"""Scopes of conversations with people from outside the tenant (Slack Connect): they see only their own documents."""
 
 Route = Literal["retrieve", "domain", "smalltalk"]
 
@@ -24,8 +26,11 @@ class Audience:
 
     @property
     def visible_scopes(self) -> list[str]:
-        """A question asked in this scope sees the scope's own documents and the tenant-wide ones."""
-        return [self.scope] if self.scope == TENANT_WIDE else [self.scope, TENANT_WIDE]
+        """A question asked in this scope sees the scope's own documents and the tenant-wide ones; in a conversation
+        shared with people outside the tenant (an `ext:` scope), only the documents shared there."""
+        if self.scope == TENANT_WIDE or self.scope.startswith(EXTERNAL_PREFIX):
+            return [self.scope]
+        return [self.scope, TENANT_WIDE]
 
 
 @dataclass(frozen=True)

@@ -8,18 +8,22 @@ processes, the operating system shares the cores instead. Each child builds its 
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, wait
 
 from agent.chat import ChatCore, make_chat_core
+from agent.logging_setup import setup_logging
 from agent.settings import Settings
 from agent.types import Audience, ChatReply, ChatRequest
 
 _core: ChatCore | None = None
 
 
-def _start(settings: Settings) -> None:
+def _start(settings: Settings, level: int = logging.INFO) -> None:
+    """In each child: the same redacting log handler as the parent (a spawned child starts with none), then a core."""
     global _core
+    setup_logging(settings, level=level, fmt=settings.log_format)
     _core = make_chat_core(settings)
     _core.answer(ChatRequest("What is the warm-up?", Audience("warm-up", "warm-up")))  # load everything now
 
@@ -38,7 +42,7 @@ def pooled_answer(request: ChatRequest) -> ChatReply:
 def answer_pool(settings: Settings, processes: int) -> ProcessPoolExecutor:
     """Start `processes` children, each with a warm chat core; returns once all of them can answer."""
     pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
-                               initargs=(settings,))  # fmt: skip
+                               initargs=(settings, logging.getLogger().level))  # fmt: skip
     futures = [pool.submit(_ready) for _ in range(processes)]
     wait(futures)
     for f in futures:

@@ -24,6 +24,7 @@ from agent.learning import CuratedItem, LearningStore, parse_teach
 from agent.models.registry import tenant_registry
 from agent.settings import Settings
 from agent.types import TENANT_WIDE, Audience, ChatReply, ChatRequest, Route
+from bot.limits import RateLimit
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ Commands:
   teach <term> :: <definition>     teach a term; used at the next retraining
   retrain                          retrain the domain adapter now (admins)
   help                             this help"""
+
+TOO_MANY_QUESTIONS = "You are asking faster than I answer ({limit} questions a minute at most): try again in a moment."
+TOO_MANY_SHARES = "{name} was not read: {limit} documents an hour is the most I take from one person. Try again later."
 
 ROUTE_LABELS: dict[str, str] = {"retrieve": "from documents", "domain": "domain expert", "smalltalk": "chat"}
 
@@ -95,7 +99,9 @@ class Assistant:
         self._core_lock = threading.Lock()
         self._slots = asyncio.Semaphore(settings.answer_concurrency)
         self.redis: redis.Redis[bytes] = redis.Redis.from_url(settings.effective_redis_url)
-        self.learning = LearningStore(self.redis)
+        self.learning = LearningStore(self.redis, private_vote_retention_s=settings.vote_retention_days * 86400)
+        self.question_limit = RateLimit(self.redis, "questions", settings.questions_per_minute, 60)
+        self.share_limit = RateLimit(self.redis, "shares", settings.shares_per_hour, 3600)
 
     # --- the chat core ------------------------------------------------------------------------------------
 
@@ -117,6 +123,9 @@ class Assistant:
             await asyncio.to_thread(core.answer, ChatRequest("What is the warm-up?", Audience("warm-up", "warm-up")))
 
     async def answer(self, conv: Conversation, text: str, forced_route: Route | None = None) -> Answer:
+        if not await asyncio.to_thread(self.question_limit.allow, _who(conv)):
+            limit = self.settings.questions_per_minute
+            return Answer(ChatReply(TOO_MANY_QUESTIONS.format(limit=limit), "smalltalk", 1.0, "rate limited"), "")
         request = ChatRequest(text=text, audience=conv.audience, user=conv.user, thread=conv.thread)
         request.forced_route = forced_route
         async with self._slots:
@@ -126,8 +135,10 @@ class Assistant:
                 from bot.answer_pool import pooled_answer
 
                 reply = await asyncio.get_running_loop().run_in_executor(self.answer_pool, pooled_answer, request)
-        answer_id = await asyncio.to_thread(self.learning.remember_answer, conv.audience, text, reply.text, reply.route)
         sources = [(h.scope, h.doc_id) for h in reply.sources]
+        answer_id = await asyncio.to_thread(
+            self.learning.remember_answer, conv.audience, text, reply.text, reply.route, sources
+        )
         links = await asyncio.to_thread(self._links, conv.audience.tenant, sources)
         return Answer(reply, answer_id, links)
 
@@ -231,7 +242,10 @@ class Assistant:
     def _forget(self, conv: Conversation, doc_id: str) -> str:
         if not doc_id:
             return "Which document? Write: forget <document> (see `docs` for the names)."
-        removed = self.core.knowledge.store.forget(conv.audience, doc_id)
+        from agent.forgetting import forget_document
+
+        store, memory = self.core.knowledge.store, self.settings.memory_path
+        removed = forget_document(store, self.learning, memory, conv.audience, doc_id).passages
         if not removed:
             return f"There is no document '{doc_id}' shared here (see `docs`)."
         return f"Forgot '{doc_id}' ({removed} passages)."
@@ -261,6 +275,8 @@ class Assistant:
         from workers.client import follow_jobs, submit_ingest
 
         problem = self.check_upload(name, len(data))
+        if problem is None and not await asyncio.to_thread(self.share_limit.allow, _who(conv)):
+            problem = TOO_MANY_SHARES.format(name=name, limit=self.settings.shares_per_hour)
         if problem:
             yield ShareProgress(problem, finished=True, ok=False)
             return
@@ -272,7 +288,7 @@ class Assistant:
         statuses = follow_jobs([job], poll_s=PROGRESS_POLL_S)
         while (status := await asyncio.to_thread(next, statuses, None)) is not None:
             if status.state == "error":
-                log.error("ingestion of %s failed: %s", name, status.error)
+                log.error("ingestion of %s failed (job %s): %s", name, job, status.error)
             line = describe(status, name)
             if status.finished:
                 yield ShareProgress(line, True, succeeded(status))
@@ -280,3 +296,7 @@ class Assistant:
             if line != last and time.monotonic() - shown_at >= PROGRESS_EVERY_S:
                 last, shown_at = line, time.monotonic()
                 yield ShareProgress(line)
+
+
+def _who(conv: Conversation) -> str:
+    return f"{conv.surface}:{conv.audience.tenant}:{conv.user}"

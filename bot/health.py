@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from typing import Any
 
@@ -10,6 +11,7 @@ import redis
 from aiohttp import web
 
 from agent.settings import Settings
+from bot.url_policy import is_loopback_host
 
 HEALTH_CACHE_S = 1.0
 
@@ -89,12 +91,24 @@ def readiness(settings: Settings) -> dict[str, Any]:
     return checks
 
 
+def _may_see_details(request: web.Request, token: str) -> bool:
+    """The detailed report (worker names, adapter version, tenant counts) is for operators: callers on this machine
+    (not relayed by a proxy) or those presenting EXPERTBOT_HEALTH_TOKEN. Everyone else learns only ok or not."""
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+            return True
+    relayed = any(h in request.headers for h in ("X-Forwarded-For", "Forwarded", "X-Real-IP"))
+    return not relayed and is_loopback_host(request.remote or "")
+
+
 def add_health_routes(app: web.Application, settings: Settings, *, path: str = "/healthz") -> None:
     """Mount GET /healthz on a bot's aiohttp app: 200 with the checks when ready, 503 with them when not.
 
     The checks run in a thread (they block on the network) and are cached for a second, so a load balancer
     probing often costs the services nothing. Error texts carry only exception type names: a health endpoint
-    may be reachable from outside and must not reveal addresses or credentials.
+    may be reachable from outside and must not reveal addresses or credentials; from outside it answers only
+    {"ok": ...} unless the caller presents EXPERTBOT_HEALTH_TOKEN.
     """
     cache: dict[str, Any] = {"at": -1.0, "report": None}
     lock = asyncio.Lock()
@@ -105,6 +119,7 @@ def add_health_routes(app: web.Application, settings: Settings, *, path: str = "
                 cache["report"] = await asyncio.to_thread(readiness, settings)
                 cache["at"] = time.monotonic()
         report: dict[str, Any] = cache["report"]
-        return web.json_response(report, status=200 if report["ok"] else 503)
+        shown = report if _may_see_details(request, settings.health_token) else {"ok": report["ok"]}
+        return web.json_response(shown, status=200 if report["ok"] else 503)
 
     app.router.add_get(path, healthz)

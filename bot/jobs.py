@@ -37,10 +37,24 @@ def succeeded(status: JobStatus) -> bool:
     return status.state == "done" and status.result.get("status") not in ("failed", None)
 
 
+FAILURE_KINDS = {
+    "TimeLimitExceeded": "it took too long to read",
+    "SoftTimeLimitExceeded": "it took too long to read",
+    "WorkerLostError": "the worker reading it stopped",
+    "MemoryError": "it needed more memory than a worker has",
+}
+
+
+def failure_kind(error: str) -> str:
+    """What a person is told about a failed job: the kind of failure, never its message (hosts, paths: the log's)."""
+    kind = error.split(":", 1)[0].strip()
+    return FAILURE_KINDS.get(kind, "an internal error") + " (the details are in the bot's log)"
+
+
 def describe(status: JobStatus, name: str) -> str:
     """One sentence a person understands: where a job stands, or how it ended and why."""
     if status.state == "error":
-        return f"{name} could not be read: an internal error."
+        return f"{name} could not be read: {failure_kind(status.error)}."
     if status.state != "done":
         stage = f"{status.done}/{status.total} passages" if status.total else status.stage
         return f"Reading {name}: {stage}"

@@ -31,7 +31,12 @@ REQUIRED_ENV = {
     "SLACK_SIGNING_SECRET": "not-a-real-secret",
     "MICROSOFT_APP_ID": "00000000-0000-0000-0000-000000000000",
     "MICROSOFT_APP_PASSWORD": "not-a-real-secret",
+    "REDIS_PASSWORD": "not-a-real-secret",
+    "FLOWER_USER": "admin",
+    "FLOWER_PASSWORD": "not-a-real-secret",
 }
+REDIS_IN_COMPOSE = re.compile(r"^redis://:\$\{REDIS_PASSWORD:\?[^}]+\}@redis:")
+"""Every client of the compose Redis authenticates (issue 20): requirepass is set on the server."""
 DOCKERIGNORE = ROOT / ".dockerignore"
 
 
@@ -90,7 +95,7 @@ def test_app_services_reach_redis_and_milvus(compose_services: dict[str, Any]) -
     assert set(APP_SERVICES) <= set(apps)
     for name, svc in apps.items():
         env = _environment(svc)
-        assert env.get("REDIS_URL", "").startswith("redis://redis:"), f"{name}: REDIS_URL"
+        assert REDIS_IN_COMPOSE.match(env.get("REDIS_URL", "")), f"{name}: REDIS_URL"
         assert env.get("MILVUS_URI", "").startswith("http://milvus:"), f"{name}: MILVUS_URI"
         depends = svc.get("depends_on")
         assert isinstance(depends, dict), f"{name}: depends_on must be a mapping with conditions"
@@ -147,7 +152,7 @@ def test_worker_queues_and_concurrency(compose_services: dict[str, Any]) -> None
 
     beat = _command(compose_services["beat"])
     assert beat[:4] == ["celery", "-A", "workers.celery_app", "beat"]
-    assert _environment(compose_services["flower"]).get("CELERY_BROKER_URL", "").startswith("redis://redis:")
+    assert REDIS_IN_COMPOSE.match(_environment(compose_services["flower"]).get("CELERY_BROKER_URL", ""))
 
 
 def _env_name(field: str) -> str:
@@ -275,3 +280,19 @@ def test_vllm_serves_the_trained_adapters_to_the_bots(
         assert mount(svc, "adapters") == env["EXPERTBOT_ADAPTERS_DIR"] == "/adapters", name
         assert env["EXPERTBOT_OPENAI_BASE_URL"].endswith("http://vllm:8000/v1}"), name
         assert "runtime" in env["EXPERTBOT_OPENAI_LORA"] and "phi3-domain" in env["EXPERTBOT_OPENAI_MODEL"], name
+
+
+def test_services_authenticate_and_secrets_go_only_where_used(compose: dict[str, Any]) -> None:
+    """Issue 20, finding 8: Redis has a password, Flower basic auth, no container gets the whole .env, and the
+    Slack bot listens beyond loopback only inside its container, by an explicit setting."""
+    services = compose["services"]
+    redis_cmd = [str(part) for part in _command(services["redis"])]
+    assert str(_option(redis_cmd, "--requirepass")).startswith("${REDIS_PASSWORD:?")
+    assert _option(redis_cmd, "--maxmemory-policy") == "noeviction"
+    assert _environment(services["flower"]).get("FLOWER_BASIC_AUTH", "").startswith("${FLOWER_USER:?")
+    for name, svc in services.items():
+        for entry in svc.get("env_file") or []:
+            path = entry["path"] if isinstance(entry, dict) else entry
+            assert Path(str(path)).name != ".env", f"{name} must not receive every secret of .env"
+    assert _environment(services["slack-bot"]).get("EXPERTBOT_SLACK_HOST") == "0.0.0.0"
+    assert Settings.model_fields["slack_host"].default == "127.0.0.1"

@@ -54,6 +54,20 @@ def test_hostile_files_get_clear_replies_and_memory_stays_bounded(rows):
     assert row["peak_growth_mb"] <= row["bound_mb"]
 
 
+def test_a_poison_document_is_refused_or_dead_lettered_and_the_user_told(rows):
+    row = rows["poison document"]
+    assert row["ok"], json.dumps(row)
+    assert row["peak_growth_mb"] <= row["bound_mb"] and "text markup" in row["refusal"]
+    assert row["kills"] == row["max_deliveries"] and row["dead_lettered"] and not row["blob_left"]
+
+
+def test_a_forgotten_document_leaves_nothing_behind(rows):
+    row = rows["forget leaves nothing"]
+    assert row["ok"], json.dumps(row)
+    assert row["answers_quoting_it"] > 0, "nothing to forget proves nothing"
+    assert row["redis_keys_with_text"] == row["memory_files_with_text"] == row["milvus_passages_left"] == 0
+
+
 def test_no_citation_or_training_item_crosses_an_audience(rows):
     row = rows["audience isolation"]
     assert row["ok"], json.dumps(row)

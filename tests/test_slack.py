@@ -312,7 +312,8 @@ def test_socket_mode_receives_envelopes_acks_them_and_answers(assistant):
             envelope = await slack.send_envelope(command, "slash_commands")
             await slack.wait_for(lambda: any(a.get("envelope_id") == envelope for a in slack.said("socket_ack")))
             await slack.wait_for(lambda: bool(slack.said("response_url")))
-            assert "teach <term> :: <definition>" in slack.said("response_url")[0]["text"]
+            # escaped as Slack wants it (issue 20): shown to the user as "teach <term> :: <definition>"
+            assert "teach &lt;term&gt; :: &lt;definition&gt;" in slack.said("response_url")[0]["text"]
         finally:
             await handler.close_async()  # type: ignore[no-untyped-call]
             await bot.close()

@@ -38,6 +38,14 @@ def celery_config() -> dict[str, Any]:
         "task_track_started": True,
         "result_extended": True,
         "result_expires": 7 * 24 * 3600,
+        # Poison jobs (issue 20): ingestion and forget jobs have time limits (training has its own budget), a worker
+        # process that grew too large is replaced after its job, and a job whose worker keeps dying is
+        # dead-lettered by the task itself (workers/deadletter.py).
+        "task_annotations": {
+            name: {"soft_time_limit": settings.job_soft_time_limit_s, "time_limit": settings.job_time_limit_s}
+            for name in (INGEST_DOCUMENT, FORGET_DOCUMENT)
+        },
+        "worker_max_memory_per_child": settings.worker_max_memory_mb * 1024 or None,
         "task_default_queue": INGEST_QUEUE,
         "task_routes": {
             INGEST_DOCUMENT: {"queue": INGEST_QUEUE},

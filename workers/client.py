@@ -12,6 +12,7 @@ from typing import Any
 
 from celery.result import AsyncResult
 
+from agent import keys
 from agent.settings import Settings
 from agent.types import Audience
 from workers import blobs
@@ -47,9 +48,32 @@ def submit_ingest(
     queue: str = INGEST_QUEUE,
 ) -> str:
     """Park the file in Redis and queue its ingestion; returns the job id."""
+    return submit_ingest_blob(settings, audience, data, source, doc_id, queue=queue)[0]
+
+
+def submit_ingest_blob(
+    settings: Settings,
+    audience: Audience,
+    data: bytes,
+    source: str,
+    doc_id: str | None = None,
+    *,
+    queue: str = INGEST_QUEUE,
+) -> tuple[str, str]:
+    """`submit_ingest` that also returns where the file is parked: (job id, blob key), for the fault harness."""
     key = blobs.store(settings, data)
     result = app.send_task(INGEST_DOCUMENT, args=[key, source, audience.tenant, audience.scope, doc_id], queue=queue)
-    return str(result.id)
+    return str(result.id), key
+
+
+def blob_size(settings: Settings, key: str) -> int:
+    """How many bytes a parked file still holds in Redis (0 once a job has dropped it)."""
+    return blobs.size(settings, key)
+
+
+def deliveries(settings: Settings, job_id: str, retries: int = 0) -> int:
+    """How often one attempt of a job has been delivered to a worker (a poison job's count)."""
+    return int(redis_client(settings.effective_redis_url).get(keys.deliveries(job_id, retries)) or 0)
 
 
 def submit_forget(audience: Audience, doc_id: str) -> str:

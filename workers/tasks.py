@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from functools import lru_cache
 from typing import Any, TypeVar
 
 import redis
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 
+from agent.forgetting import forget_document as forget_everywhere
 from agent.knowledge.formats import oversize_reason
 from agent.knowledge.ingest import IngestResult, ingest_bytes
 from agent.knowledge.service import Knowledge, open_knowledge
@@ -18,7 +21,7 @@ from agent.knowledge.store import StoreError
 from agent.learning import LearningStore
 from agent.settings import Settings, get_settings
 from agent.types import TENANT_WIDE, Audience
-from workers import blobs
+from workers import blobs, deadletter
 from workers.celery_app import app
 from workers.client import queue_depths
 from workers.connections import TRANSIENT, redis_client
@@ -80,8 +83,20 @@ def _should_flush(settings: Settings) -> bool:
     return False
 
 
+class IngestTask(Task):  # type: ignore[misc]
+    """Drops the job's blob on every terminal state: a failure after the last retry or a hard time limit too."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        if args:
+            try:
+                blobs.drop(get_settings(), str(args[0]))
+            except redis.RedisError:
+                log.warning("the blob of failed job %s could not be dropped (it expires on its own)", task_id)
+
+
 @app.task(
     bind=True,
+    base=IngestTask,
     name=INGEST_DOCUMENT,
     autoretry_for=TRANSIENT,
     retry_backoff=2,
@@ -94,6 +109,30 @@ def ingest_document(
 ) -> dict[str, Any]:
     settings = get_settings()
     audience = Audience(tenant, scope)
+    job, retries = str(self.request.id), int(self.request.retries or 0)
+    delivered = _with_redis(lambda: deadletter.count_delivery(settings, job, retries))
+    if delivered > settings.job_max_deliveries:  # its worker died every time: never hand it out again
+        _with_redis(lambda: blobs.drop(settings, blob_key))
+        attempts = delivered - 1
+        details = {"source": source, "tenant": tenant, "scope": scope}
+        _with_redis(lambda: deadletter.dead_letter(settings, job, INGEST_DOCUMENT, attempts, **details))
+        return IngestResult("failed", doc_id or source, source, reason=deadletter.reason(source, attempts)).to_dict()
+    try:
+        return _ingest(self, settings, audience, blob_key, source, doc_id)
+    except SoftTimeLimitExceeded:
+        log.error("ingest of %s stopped at the %d s time limit", source, settings.job_soft_time_limit_s)
+        _with_redis(lambda: blobs.drop(settings, blob_key))
+        reason = f"reading {source} took longer than the {settings.job_soft_time_limit_s} s a document may take"
+        return IngestResult("failed", doc_id or source, source, reason=reason).to_dict()
+    finally:
+        with suppress(redis.RedisError):  # the counter expires on its own
+            deadletter.forget_deliveries(settings, job, retries)
+
+
+def _ingest(
+    self: Task, settings: Settings, audience: Audience, blob_key: str, source: str, doc_id: str | None
+) -> dict[str, Any]:
+    tenant, scope = audience.tenant, audience.scope
     size = _with_redis(lambda: blobs.size(settings, blob_key))
     if size > settings.max_upload_bytes:  # refused without reading it: memory stays bounded by the limit
         _with_redis(lambda: blobs.drop(settings, blob_key))
@@ -131,8 +170,10 @@ def ingest_document(
             progress=progress,
             flush=_should_flush(settings),
         )
-    except StoreError as exc:
-        result = IngestResult("failed", doc_id or source, source, reason=str(exc))
+    except StoreError as exc:  # an operator's problem (a wrong setting): the details go to the log, not to users
+        log.error("ingest of %s for %s/%s: the knowledge base refused it: %s", source, tenant, scope, exc)
+        reason = "the knowledge base is not set up to store it (an admin can find why in the worker's log)"
+        result = IngestResult("failed", doc_id or source, source, reason=reason)
     log.info("ingest %s for %s/%s: %s %s", source, tenant, scope, result.status, result.reason)
     if result.status == "ready" and scope == TENANT_WIDE:  # new domain text: the nightly training should run
         _with_redis(lambda: LearningStore(redis_client(settings.effective_redis_url)).mark_changed(tenant))
@@ -142,5 +183,7 @@ def ingest_document(
 
 @app.task(bind=True, name=FORGET_DOCUMENT, autoretry_for=TRANSIENT, retry_backoff=2, max_retries=10)
 def forget_document(self: Task, tenant: str, scope: str, doc_id: str) -> dict[str, Any]:
-    removed = _knowledge().store.forget(Audience(tenant, scope), doc_id)
-    return {"doc_id": doc_id, "removed_chunks": removed}
+    settings = get_settings()
+    learning = LearningStore(redis_client(settings.effective_redis_url))
+    gone = forget_everywhere(_knowledge().store, learning, settings.memory_path, Audience(tenant, scope), doc_id)
+    return {"doc_id": doc_id, "removed_chunks": gone.passages, "answers": gone.answers, "chats": gone.conversations}

@@ -86,7 +86,7 @@ def ingest_bytes(
     # Milvus round trips overlap the CPU work (parsing, embedding): the worker would otherwise sit idle in them.
     known = _io().submit(lambda: (store.document(audience, doc_id), store.document_with_content(audience, digest)))
     try:
-        parsed = parse_document(data, source)
+        parsed = parse_document(data, source, max_upload_bytes=max_bytes)
     except DocumentError as exc:
         return IngestResult("failed", doc_id, source, reason=str(exc))
     chunks = chunk_document(parsed, chunk_chars)

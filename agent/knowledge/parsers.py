@@ -24,13 +24,8 @@ from pypdf import PasswordType, PdfReader
 
 from agent.knowledge.formats import FORMATS
 from agent.knowledge.pdf_layout import layout, read_lines
+from agent.knowledge.word_package import MAX_UNPACKED_BYTES, UnsafePackage, max_xml_bytes, safe_word_package
 from agent.types import ParsedDocument, Section
-
-MAX_UNPACKED_BYTES = 200 * 1024 * 1024
-"""A Word file that unpacks to more than this is refused before python-docx inflates it."""
-MAX_COMPRESSION_RATIO = 100
-"""Real documents compress far less than this; zip bombs compress far more."""
-_RATIO_CHECK_FROM = 1024 * 1024  # tiny members can reach high ratios harmlessly (padding, blank XML)
 
 _MARKDOWN_SUFFIXES = frozenset({".md", ".markdown", ".mdown", ".mkd"})
 _HTML_SUFFIXES = frozenset({".htm", ".html", ".xhtml"})
@@ -64,13 +59,17 @@ def detect_kind(data: bytes, filename: str) -> str:
     return _sniff(data, _display_name(filename))[0]
 
 
-def parse_document(data: bytes, filename: str) -> ParsedDocument:
-    """Parse a file into sections keyed by heading path, with the title kept out of the paths."""
+def parse_document(data: bytes, filename: str, *, max_upload_bytes: int | None = None) -> ParsedDocument:
+    """Parse a file into sections keyed by heading path, with the title kept out of the paths.
+
+    `max_upload_bytes` (the upload limit) bounds what a Word file's XML may unpack to (`word_package`).
+    """
     name = _display_name(filename)
     kind, text = _sniff(data, name)
+    max_xml = max_xml_bytes(max_upload_bytes)
     parsers: dict[str, Callable[[], tuple[str, list[Section]]]] = {
         "pdf": lambda: _parse_pdf(data, name),
-        "docx": lambda: _parse_docx(data, name),
+        "docx": lambda: _parse_docx(data, name, max_xml),
         "html": lambda: _parse_html(text if text is not None else data, name),
         "markdown": lambda: _parse_markdown(text or ""),
         "text": lambda: ("", [Section("", _normalise(text or ""))]),
@@ -299,20 +298,17 @@ def _parse_html(markup: str | bytes, name: str) -> tuple[str, list[Section]]:
     return out.title or page_title, out.finish()
 
 
-def _parse_docx(data: bytes, name: str) -> tuple[str, list[Section]]:
-    """Read paragraphs and tables in order; refuse zip bombs before python-docx inflates any part."""
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        members = archive.infolist()
-    unpacked = sum(m.file_size for m in members)
-    ratio = max((m.file_size / max(m.compress_size, 1) for m in members if m.file_size > _RATIO_CHECK_FROM),
-                default=0.0)  # fmt: skip
-    if unpacked > MAX_UNPACKED_BYTES or ratio > MAX_COMPRESSION_RATIO:
-        raise DocumentError(
-            f"{name} unpacks to far more data than a Word document should (a possible zip bomb), so it was not opened"
-        )
+def _parse_docx(data: bytes, name: str, max_xml: int = MAX_UNPACKED_BYTES) -> tuple[str, list[Section]]:
+    """Read paragraphs and tables in order, once `safe_word_package` has found the archive safe to open."""
+    try:
+        package = safe_word_package(data, name, max_xml)
+    except UnsafePackage as exc:
+        raise DocumentError(str(exc)) from None
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DocumentError(f"{name} could not be read as a Word document") from exc
     out = _Outline()
     try:
-        document = docx.Document(io.BytesIO(data))
+        document = docx.Document(io.BytesIO(package))
         for item in document.iter_inner_content():
             if isinstance(item, Table):
                 out.paragraph(_docx_table(item))

@@ -22,10 +22,6 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-)
 from slack_sdk.web.async_client import AsyncWebClient
 
 from agent import keys
@@ -34,7 +30,9 @@ from agent.settings import Settings
 from agent.types import Audience
 from bot.assistant import Assistant, Conversation
 from bot.downloads import DownloadError
-from bot.slack.blocks import VOTE_DOWN, VOTE_UP, answer_blocks, answer_fallback
+from bot.slack.audience import scope_for
+from bot.slack.blocks import VOTE_DOWN, VOTE_UP, answer_blocks, answer_fallback, escape
+from bot.slack.escaping import make_client as make_client
 from bot.slack.files import fetch_shared_file
 
 log = logging.getLogger(__name__)
@@ -46,19 +44,6 @@ HANDLED_SUBTYPES = (None, "file_share", "thread_broadcast")
 """Message subtypes that are a person writing; edits, deletions, joins and bot messages are not."""
 MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
 PRIVATE_TYPES = frozenset({"im", "mpim", "group", "private_channel"})
-
-
-def make_client(token: str | None, base_url: str, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
-    """A Web API client that waits out HTTP 429 (Retry-After) and retries dropped connections.
-
-    Give it a session (from inside the event loop): without one, slack_sdk opens a new connection per call.
-    """
-    return AsyncWebClient(
-        token=token,
-        base_url=base_url,
-        session=session,
-        retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=2), AsyncRateLimitErrorRetryHandler(3)],
-    )
 
 
 def question_text(text: str) -> str:
@@ -86,7 +71,7 @@ class SlackBot:
             request_verification_enabled=verify,
             process_before_response=False,
         )
-        self._private: dict[str, bool] = {}
+        self._private, self._ext_shared = dict[str, bool](), dict[str, bool]()  # per channel, from conversations.info
         self._register()
 
     def _register(self) -> None:
@@ -268,7 +253,7 @@ class SlackBot:
         try:
             conv = await self._command_conversation(body)
             reply = await self.assistant.command(conv, text)
-            await respond(text=reply, response_type="ephemeral")
+            await respond(text=escape(reply), response_type="ephemeral")
         except Exception as exc:
             log.exception("/expert %s failed", text)
             await respond(text=_sorry(exc, "run that command"), response_type="ephemeral")
@@ -281,7 +266,7 @@ class SlackBot:
             conv = await self._command_conversation(body)
             answer = await self.assistant.answer(conv, question)
             blocks = answer_blocks(answer, question=question, asker=body.get("user_id"))
-            await respond(text=answer_fallback(answer), blocks=blocks, response_type="in_channel")
+            await respond(text=escape(answer_fallback(answer)), blocks=blocks, response_type="in_channel")
         except Exception as exc:
             log.exception("/ask failed: %s", question)
             await respond(text=_sorry(exc, "answer that"), response_type="ephemeral")
@@ -334,7 +319,8 @@ class SlackBot:
         self, team: str, channel: str, thread: str, user: str, event: dict[str, Any] | None
     ) -> Conversation:
         private = await self._is_private(channel, (event or {}).get("channel_type"))
-        return Conversation("slack", Audience(team, channel), f"{channel}:{thread}", user, private)
+        scope = scope_for(team, channel, event, self._ext_shared.get(channel, False))
+        return Conversation("slack", Audience(team, scope), f"{channel}:{thread}", user, private)
 
     async def _command_conversation(self, body: dict[str, Any]) -> Conversation:
         channel = str(body.get("channel_id") or "")
@@ -353,6 +339,7 @@ class SlackBot:
             try:
                 info = (await self.client.conversations_info(channel=channel)).get("channel") or {}
                 self._private[channel] = bool(info.get("is_private") or info.get("is_im") or info.get("is_mpim"))
+                self._ext_shared[channel] = bool(info.get("is_ext_shared"))
             except SlackApiError as exc:
                 log.warning("conversations.info %s: %s; treating it as private", channel, exc.response.get("error"))
                 self._private[channel] = True

@@ -4,7 +4,10 @@ The edge in front of botbuilder answers what botbuilder gets wrong or cannot che
 set, a request without a bearer token, or with one that is not a JWT, is expired or names another app, gets
 401 before botbuilder sees it (botbuilder answers 500 to a malformed token); a body that is not a JSON activity
 gets 400. A token that passes goes on to botbuilder, which checks its signature against the Bot Framework's
-published keys. Without an app id, authentication is off: what the Bot Framework Emulator expects.
+published keys. Without an app id, authentication is off: what the Bot Framework Emulator expects. That local
+mode trusts the body for tenant, conversation and user, so it listens on loopback only (unless
+EXPERTBOT_TEAMS_ALLOW_UNAUTHENTICATED_REMOTE says otherwise, logged loudly) and accepts only loopback serviceUrls.
+Every mode requires exactly `application/json`, which a web page cannot send cross-site without a preflight.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFramewo
 from botframework.connector.auth import AuthenticationConstants
 
 from agent.logging_setup import log_context
-from agent.settings import Settings
+from agent.settings import ConfigError, Settings
 from bot.answer_pool import answer_pool
 from bot.assistant import Assistant
 from bot.health import add_health_routes
 from bot.teams.clients import ReusedClientsAuthentication
 from bot.teams.handler import TeamsBot, plain_message
 from bot.teams.proactive import Messenger
+from bot.url_policy import is_loopback_host, is_loopback_url
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,9 @@ MESSAGES_PATH = "/api/messages"
 SEE_LOG = "The details are in the bot's log."
 TOKEN_LEEWAY_S = 300
 """Clock skew botbuilder also allows."""
+TEAMS_CHANNEL = "msteams"
+LOCAL_CHANNELS = frozenset({TEAMS_CHANNEL, "emulator"})
+"""Without authentication the Bot Framework Emulator ("emulator") is the expected sender."""
 
 
 def _speed_up_msrest() -> None:
@@ -119,7 +126,7 @@ class TeamsEndpoint:
             problem = token_problem(request.headers.get("Authorization", ""), self.settings.teams_app_id)
             if problem:
                 return _refuse(401, problem)
-        if "application/json" not in request.headers.get("Content-Type", ""):
+        if request.content_type != "application/json":  # the media type alone, parameters (charset) aside
             return _refuse(415, "send the activity as application/json")
         try:
             body = await request.json()
@@ -127,6 +134,10 @@ class TeamsEndpoint:
             return _refuse(400, "the body is not JSON")
         if not isinstance(body, dict) or not isinstance(body.get("type"), str):
             return _refuse(400, "the body is not a Bot Framework activity")
+        problem = self.activity_problem(body)
+        if problem:
+            log.warning("activity refused: %s", problem)
+            return _refuse(403, problem)
         try:
             # Every line logged for this activity, also by the background work it starts, carries its id.
             with log_context(request=str(body.get("id") or "") or None):
@@ -143,6 +154,18 @@ class TeamsEndpoint:
                 raise
             return _refuse(401, "the token was refused")
         return response or web.Response(status=201)
+
+    def activity_problem(self, body: dict[str, Any]) -> str | None:
+        """Why an activity is refused before botbuilder sees it: another channel than Teams, or, without
+        authentication, a serviceUrl that is not loopback (replies would go wherever the sender says)."""
+        channel = body.get("channelId")
+        allowed = LOCAL_CHANNELS if not self.settings.teams_auth_enabled else frozenset({TEAMS_CHANNEL})
+        if channel not in allowed:
+            return f"channel {channel!r} is not served here (only {', '.join(sorted(allowed))})"
+        service_url = body.get("serviceUrl")
+        if not self.settings.teams_auth_enabled and not (isinstance(service_url, str) and is_loopback_url(service_url)):
+            return "without authentication only a loopback serviceUrl is accepted (set EXPERTBOT_TEAMS_APP_ID)"
+        return None
 
     async def health(self, _: web.Request) -> web.Response:
         return web.json_response({"ok": True, "auth": self.settings.teams_auth_enabled, "busy": self.messenger.busy})
@@ -186,8 +209,33 @@ async def _warm(assistant: Assistant) -> None:
     gc.freeze()
 
 
+def check_listen_address(settings: Settings) -> None:
+    """Refuse to serve the unauthenticated endpoint on a reachable address, unless explicitly allowed (loudly)."""
+    if settings.teams_auth_enabled or is_loopback_host(settings.teams_host):
+        return
+    if not settings.teams_allow_unauthenticated_remote:
+        raise ConfigError(
+            f"the Teams endpoint has no authentication (EXPERTBOT_TEAMS_APP_ID is empty), so it listens on loopback "
+            f"only, not {settings.teams_host}: set EXPERTBOT_TEAMS_APP_ID (and the password), or "
+            "EXPERTBOT_TEAMS_HOST=127.0.0.1"
+        )
+    log.critical(
+        "SECURITY: the Teams endpoint listens on %s WITHOUT authentication "
+        "(EXPERTBOT_TEAMS_ALLOW_UNAUTHENTICATED_REMOTE): anyone who reaches it can act as any user",
+        settings.teams_host,
+    )
+    print(
+        f"WARNING: unauthenticated Teams endpoint on {settings.teams_host}: anyone reaching it can act as any user",
+        flush=True,
+    )
+
+
 def serve(settings: Settings) -> None:
     """Run the endpoint until interrupted (`expertbot teams serve`)."""
+    check_listen_address(settings)
+    from bot.preflight import require_services
+
+    require_services(settings)  # what is missing, said plainly, instead of a broken answer pool
     mode = "Bot Framework authentication on" if settings.teams_auth_enabled else "no authentication (Emulator)"
     print(f"Teams endpoint on http://{settings.teams_host}:{settings.teams_port}{MESSAGES_PATH} ({mode})", flush=True)
     # Answers computed in child processes leave this one's interpreter to the acknowledgements (as in Slack).
@@ -205,4 +253,4 @@ def serve(settings: Settings) -> None:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-__all__ = ["ENDPOINT", "MESSAGES_PATH", "TeamsEndpoint", "create_app", "serve", "token_problem"]
+__all__ = ["ENDPOINT", "MESSAGES_PATH", "TeamsEndpoint", "check_listen_address", "create_app", "serve", "token_problem"]

@@ -29,6 +29,7 @@ from bot.assistant import Assistant, Conversation
 from bot.downloads import DownloadError, fetch_file
 from bot.teams.cards import FEEDBACK_VERB, answer_card, read_vote
 from bot.teams.proactive import Messenger
+from bot.url_policy import PublicResolver, UrlPolicy, local_policy, teams_download_policy
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,19 @@ def conversation_of(activity: Activity, default_tenant: str) -> Conversation:
     kind = conv.conversation_type or "personal"  # the Emulator sends none
     sender: ChannelAccount = activity.from_property
     user = sender.aad_object_id or sender.id or "unknown"
-    return Conversation("teams", Audience(tenant, scope), conv.id, user, private=kind != "channel")
+    return Conversation("teams", Audience(tenant, scope), conv.id, user, private=kind != "channel" or _closed(activity))
+
+
+PRIVATE_CHANNEL_TYPES = frozenset({"private", "shared"})
+"""Teams channels whose members are not the whole team: what is taught there stays there."""
+
+
+def _closed(activity: Activity) -> bool:
+    """A private or shared channel (channelData.channel.membershipType or .type), not a standard one."""
+    channel_data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
+    channel = channel_data.get("channel") if isinstance(channel_data.get("channel"), dict) else {}
+    kind = (channel or {}).get("membershipType") or (channel or {}).get("type") or ""
+    return str(kind).lower() in PRIVATE_CHANNEL_TYPES
 
 
 def strip_mentions(activity: Activity) -> tuple[str, bool]:
@@ -211,9 +224,9 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
             return
         progress_id = await self.messenger.send(reference, plain_message(f"Downloading {name} ..."))
         try:
-            if self._session is None:
-                self._session = aiohttp.ClientSession()
-            data = await fetch_file(self._session, url, name, max_bytes=self.assistant.settings.max_upload_bytes)
+            data = await fetch_file(
+                self._http(), url, name, max_bytes=self.assistant.settings.max_upload_bytes, policy=self._policy()
+            )
         except DownloadError as exc:
             await self.messenger.send(reference, plain_message(str(exc)))
             return
@@ -222,6 +235,21 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
                 await self.messenger.send(reference, plain_message(step.text))
             elif progress_id:
                 await self.messenger.update(reference, progress_id, plain_message(step.text))
+
+    def _policy(self) -> UrlPolicy:
+        """Local (Emulator) mode: loopback only. Otherwise https from SharePoint/OneDrive, public addresses only."""
+        settings = self.assistant.settings
+        if not settings.teams_auth_enabled:
+            return local_policy()
+        return teams_download_policy(settings.teams_download_hosts)
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # Outside the local mode, names resolve to public addresses only, for every hop of a download.
+            local = not self.assistant.settings.teams_auth_enabled
+            connector = None if local else aiohttp.TCPConnector(resolver=PublicResolver())
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
 
     # --- votes --------------------------------------------------------------------------------------------
 

@@ -75,6 +75,18 @@ SCENARIOS: tuple[Scenario, ...] = (
         what="corrupt/encrypted PDF, zip bomb, empty, oversize, login page, binary: clear reply, bounded memory",
     ),
     Scenario(
+        "poison document",
+        "bot.bench.reliability.poison:poison_document",
+        _sizes({}, {}, {}),
+        what="a Word file built to cost gigabytes, and a job killing its worker: bounded memory, dead-lettered, told",
+    ),
+    Scenario(
+        "forget leaves nothing",
+        "bot.bench.reliability.security:forget_leaves_nothing",
+        _sizes({"questions": 10}, {"questions": 6}, {"questions": 4}),
+        what="a document shared, quoted, voted on, forgotten: its text nowhere in Redis, Milvus or conversation memory",
+    ),
+    Scenario(
         "audience isolation",
         "bot.bench.reliability.isolation:audience_isolation",
         _sizes({"questions": 200}, {"questions": 40}, {"documents": 60, "questions": 12, "chat_answers": 10}),
@@ -110,6 +122,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         _sizes({"n": 1000}, {"n": 200}, {"n": 50}),
         hook=True,
         what="the same Teams activity delivered again: answered once",
+    ),
+    Scenario(
+        "unauthenticated remote Teams",
+        "bot.bench.reliability.security:unauthenticated_remote",
+        _sizes({"n": 300}, {"n": 90}, {"n": 30}),
+        hook=True,
+        what="no app id: refuses 0.0.0.0; forged tenant/admin with a remote serviceUrl, another channel, text/plain",
     ),
     Scenario(
         "teams unauthenticated requests",
