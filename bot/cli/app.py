@@ -42,8 +42,11 @@ def up(
     chat: Annotated[bool, typer.Option("--chat/--no-chat", help="Open the chat console once started.")] = True,
     teams: Annotated[bool, typer.Option("--teams/--no-teams", help="Serve the Teams endpoint too.")] = True,
 ) -> None:
-    """Start the local stack (Milvus Lite, Redis unless REDIS_URL is set, a worker, the Teams endpoint)."""
+    """Start the local stack (Milvus Lite, Redis unless REDIS_URL is set, a worker, the Teams endpoint).
+
+    It runs until Ctrl-C, SIGTERM, the terminal closing or its output breaking; one per data folder."""
     from bot.localstack import LocalStack, StackError
+    from bot.localstack.stack import say
 
     settings = load_settings()
     try:
@@ -53,10 +56,10 @@ def up(
 
                 run_console(settings)
             else:
-                err.print("stack is up; press Ctrl-C to stop it")
+                say("stack is up; press Ctrl-C to stop it")  # not rich: it exits on a broken pipe
                 stack.wait()
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass  # the stack has stopped (its `with`); a closed terminal is no error
     except StackError as exc:
         raise fail(str(exc)) from None
 
