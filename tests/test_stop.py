@@ -82,12 +82,12 @@ def running_up(tmp_path: Path, *, output: str) -> Iterator[Up]:
     data_dir, redis_port, milvus_port = tmp_path / "data", free_port(), free_port()
     args = [sys.executable, "-m", "bot.cli", "up", "--no-chat", "--no-teams"]
     env = up_env(data_dir, redis_port, milvus_port)
-    fds = {"stdout": _broken_pipe(), "stderr": _broken_pipe()} if output == "broken" else {}
-    popen = subprocess.Popen(
-        args, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, **(fds or {"stdout": -1, "stderr": -1})
-    )
-    for fd in fds.values():
-        os.close(fd)
+    broken = output == "broken"
+    out, err = (_broken_pipe(), _broken_pipe()) if broken else (subprocess.PIPE, subprocess.PIPE)
+    popen = subprocess.Popen(args, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+    if broken:
+        os.close(out)
+        os.close(err)
     try:
         up = psutil.Process(popen.pid)
         deadline = time.monotonic() + 240
@@ -154,7 +154,8 @@ def test_children_stop_when_up_is_killed_outright(tmp_path: Path) -> None:
 
 
 def test_one_stack_per_data_folder(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, redis_url="redis://example.invalid:1/0", milvus_uri="http://x:1")
+    external: dict[str, object] = {"redis_url": "redis://example.invalid:1/0", "milvus_uri": "http://x:1"}
+    settings = Settings(data_dir=tmp_path, **external)  # type: ignore[arg-type]
     with LocalStack(settings, worker=False), pytest.raises(StackError, match=rf"PID {os.getpid()}\) is already"):
         LocalStack(settings, worker=False).start()
     with LocalStack(settings, worker=False):  # released on stop
