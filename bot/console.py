@@ -54,9 +54,10 @@ def _ingest(settings: Settings, audience: Audience, arg: str, console: Console) 
     if not path.is_file():
         console.print(f"no such file: {path}")
         return
-    jobs = submit_files(settings, audience, [(path, path.name)], console)
+    jobs, _ = submit_files(settings, audience, [(path, path.name)], console)  # a skip is printed with its reason
     if jobs:
-        follow_with_bars(jobs, console)
+        for sentence in follow_with_bars(jobs, console).values():
+            console.print(sentence, markup=False, highlight=False, soft_wrap=True)
 
 
 def run_console(settings: Settings, audience: Audience | None = None) -> None:

@@ -107,12 +107,33 @@ def test_folder_with_a_broken_file_fails_but_keeps_the_good_one(worker, tmp_path
     assert result.exit_code != 0, result.output
     err = flat(result.stderr)
     assert "queued 2 document(s)" in err
-    assert "broken.md: failed, broken.md looks like a binary file, not a document" in err
-    assert "guides/good.md: ready" in err
+    assert "guides/good.md is ready" in err
 
     hits = search("How often is the Pellucid key rotated?", scope)
     assert [h["doc_id"] for h in hits] == ["guides/good.md"]  # inside a folder: the relative path
     assert "43 days" in hits[0]["text"]
+
+    # Each reason whole, on one line, also on an 80-column terminal (a progress bar's line is cut there).
+    narrow = CliRunner().invoke(app, ["ingest", str(folder), "--scope", scope, "--wait"], env={"COLUMNS": "80"})
+    assert narrow.exit_code == 1, narrow.output
+    lines = narrow.stderr.splitlines()
+    assert "not ingested: broken.md could not be read: broken.md looks like a binary file, not a document." in lines
+    assert "1 of 2 file(s) not ingested" in lines
+
+
+def test_ingest_of_a_skipped_file_exits_1_with_the_reason_whole(worker, tmp_path: Path) -> None:
+    folder = tmp_path / "a-folder-with-a-rather-long-name-so-that-the-reason-passes-eighty-columns"
+    write(folder / "good.md", "# Quokka Rota\n\nThe quokka rota changes every 9 days.\n")
+    empty = folder / "empty.md"
+    empty.write_bytes(b"")
+
+    result = CliRunner().invoke(app, ["ingest", str(folder), "--scope", scope_name()], env={"COLUMNS": "80"})
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.splitlines()
+    assert f"skipped {empty} is empty" in lines
+    assert "queued 1 document(s)" in result.stderr
+    assert "1 of 2 file(s) not ingested" in lines
+    assert result.stdout.strip().endswith("  good.md")  # the good one is queued all the same
 
 
 def test_docs_list_and_forget(worker, zorblax: Path) -> None:

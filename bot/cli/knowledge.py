@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from agent.knowledge.fusion import SEARCH_MODES, SearchMode
 from agent.types import Route
@@ -18,7 +19,7 @@ def ingest(
     scope: ScopeOpt = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the jobs and show their progress.")] = False,
 ) -> None:
-    """Queue documents for ingestion by the workers."""
+    """Queue documents for ingestion by the workers; exits 1 when any named file was not (skipped or failed)."""
     from bot.jobs import follow_with_bars, submit_files
 
     settings = load_settings()
@@ -34,14 +35,16 @@ def ingest(
         for p in sorted(path.rglob("*"))
         if p.is_file()
     ]
-    jobs = submit_files(settings, audience, files, err)
+    jobs, skipped = submit_files(settings, audience, files, err)
     err.print(f"queued {len(jobs)} document(s) for {audience.tenant}/{audience.scope}")
     if not wait:
         for job_id, name in jobs.items():
-            out.print(f"{job_id}  {name}")
-        return
-    failed = follow_with_bars(jobs, err)
-    if failed:
+            out.print(f"{job_id}  {name}", markup=False, highlight=False, soft_wrap=True)
+    failed = follow_with_bars(jobs, err) if wait else {}
+    for sentence in failed.values():  # whole: a progress bar's line is cut at the terminal's width
+        err.print(f"[red]not ingested:[/] {escape(sentence)}", soft_wrap=True)
+    if skipped or failed:
+        err.print(f"{len(skipped) + len(failed)} of {len(files)} file(s) not ingested", soft_wrap=True)
         raise typer.Exit(1)
 
 
