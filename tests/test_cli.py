@@ -273,3 +273,44 @@ def test_unreachable_services_get_one_clear_line_not_a_traceback(tmp_path):
         assert proc.returncode == 1
         assert f"{service} at" in said and "did not answer" in said
         assert "Traceback" not in said and "expertbot up" in said
+
+
+def _threads(settings: Any) -> set[str]:
+    """The conversations the chat core keeps: LangGraph's checkpoints, by thread (its id: tenant, scope, thread)."""
+    import sqlite3
+
+    with sqlite3.connect(settings.data_dir / "memory.sqlite") as db:
+        return {row[0].split("\x1f")[-1] for row in db.execute("SELECT DISTINCT thread_id FROM checkpoints")}
+
+
+def test_ask_starts_a_conversation_per_call_unless_a_thread_is_given(services) -> None:
+    scope = scope_name()
+    assert invoke("ask", "What is the Zorblax gateway port?", "--scope", scope).exit_code == 0
+    before = _threads(services)
+    for _ in range(2):
+        assert invoke("ask", "And who restarts it?", "--scope", scope).exit_code == 0
+    new = _threads(services) - before
+    assert len(new) == 2 and all(t.startswith("cli-") for t in new), new
+
+    thread = f"t-{uuid4().hex[:8]}"
+    for _ in range(2):
+        assert invoke("ask", "What is the Zorblax gateway port?", "--thread", thread).exit_code == 0
+    assert thread in _threads(services)
+    assert len(_threads(services) - before - new) == 1  # both calls went to the one thread
+
+
+def test_ask_json_prints_utf8_not_escapes(services) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "ask", "Kiek dienpinigių gaunu Vilniuje?", "--json", "--scope", scope_name()],
+        capture_output=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "LANG": "C", "LC_ALL": "C"},  # not even a UTF-8 locale makes it escape
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout.decode("utf-8")  # valid UTF-8
+    assert "\\u" not in text
+    reply = json.loads(text)
+    assert reply["text"] in text  # the reply, in Lithuanian, as it is
+    assert any(ord(c) > 127 for c in reply["text"]), reply["text"]

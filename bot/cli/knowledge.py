@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -53,7 +54,9 @@ def ask(
     tenant: TenantOpt = None,
     scope: ScopeOpt = None,
     route: Annotated[str, typer.Option(help="auto, docs (retrieval) or expert (domain model)")] = "auto",
-    thread: Annotated[str, typer.Option(help="Conversation id: the same id keeps the context.")] = "cli",
+    thread: Annotated[
+        str | None, typer.Option(help="Conversation id: the same id keeps the context (default: a new one).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Ask one question through the chat core, as a chat surface would."""
@@ -68,7 +71,7 @@ def ask(
     request = ChatRequest(
         text=question,
         audience=audience_of(settings, tenant, scope),
-        thread=thread,
+        thread=thread or f"cli-{uuid.uuid4().hex[:12]}",  # each call its own conversation, unless told
         forced_route=forced[route],
     )
     reply = make_chat_core(settings).answer(request)
