@@ -20,7 +20,7 @@ from bot.assistant import ROUTE_LABELS, Assistant, Conversation
 HELP = """Ask a question about the documents shared with the bot, or:
   /ingest PATH          share a document with this conversation
   /docs                 list the documents visible here
-  /status               documents, queued jobs and the domain adapter
+  /status               documents, queued jobs, the domain model and its adapter
   /teach TERM :: TEXT   teach a term (used at the next retraining)
   /forget DOC           forget a document shared here
   /retrain              retrain the domain adapter now

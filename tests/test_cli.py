@@ -82,7 +82,7 @@ def test_ingest_wait_then_search_sees_only_its_scope(worker, zorblax: Path) -> N
     result = invoke("ingest", str(zorblax), "--scope", scope, "--wait")
     assert result.exit_code == 0, result.output
     assert "queued 1 document(s)" in result.stderr
-    assert "zorblax.md: ready" in result.stderr
+    assert "zorblax.md is ready" in result.stderr
 
     hits = search("Which port does the Zorblax gateway listen on?", scope)
     assert hits, "the ingested document is not found"
@@ -159,7 +159,7 @@ def test_docs_list_and_forget(worker, zorblax: Path) -> None:
     assert "no document 'no-such-doc.md' in that scope" in flat(result.stderr)
 
 
-def test_status_reports_every_service(worker) -> None:
+def test_status_reports_every_service(services, worker) -> None:
     report = json_out(invoke("status", "--json"))
     assert report["ok"] is True
     assert report["redis"].startswith("ok")
@@ -167,7 +167,15 @@ def test_status_reports_every_service(worker) -> None:
     assert len(report["workers"]) >= 1
     assert set(report["queues"]) >= {"ingest", "train"}
     assert all(isinstance(n, int) and n >= 0 for n in report["queues"].values())
-    assert isinstance(report["chunks"], int)
+    assert report["tenant"] == services.default_tenant
+    assert all(isinstance(report[k], int) for k in ("documents", "passages", "passages_all_tenants"))
+    assert report["passages"] <= report["passages_all_tenants"]
+    assert "chunks" not in report  # one name, one audience per figure
+
+    text = invoke("status").stdout
+    assert f"documents: {report['documents']} (tenant {services.default_tenant}, every scope)" in text
+    assert f"passages: {report['passages']} (tenant {services.default_tenant}, every scope)" in text
+    assert "passages all tenants:" in text
 
 
 def test_chat_console_answers_from_documents(worker, zorblax: Path) -> None:
@@ -186,7 +194,7 @@ def test_chat_console_answers_from_documents(worker, zorblax: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = flat(proc.stdout)
     assert f"scope {scope}" in out
-    assert "zorblax.md: ready" in out
+    assert "zorblax.md is ready" in out
     assert "route: from documents" in out
     assert "port 7341" in out
     assert "Sources" in out
@@ -194,7 +202,7 @@ def test_chat_console_answers_from_documents(worker, zorblax: Path) -> None:
     assert "[dim]" not in out and "[/]" not in out  # markup is rendered, not printed
     assert re.search(r"zorblax\.md: Zorblax Gateway Handbook \(\d+ passages\)", out)  # /docs
     assert "thanks, noted" in out  # /good
-    assert "Documents here: 1" in out and "Domain adapter:" in out  # /status
+    assert "Documents here: 1" in out and "Domain model: none is configured" in out  # /status
     assert "Learned 'ZGW'" in out  # /teach
 
 

@@ -104,7 +104,9 @@ def status(as_json: JsonOpt = False) -> None:
         print_json(report)
     else:
         for key, value in report.items():
-            out.print(f"{key:>12}: {value}")
+            if key in ("documents", "passages") and value is not None:
+                value = f"{value} (tenant {report['tenant']}, every scope)"
+            out.print(f"{key.replace('_', ' '):>20}: {value}", markup=False, highlight=False)
     if not report.get("ok"):
         raise typer.Exit(1)
 
