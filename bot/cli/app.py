@@ -3,6 +3,7 @@ job client; this module assembles the command groups and turns known failures in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -74,9 +75,20 @@ def chat(tenant: TenantOpt = None, scope: ScopeOpt = None) -> None:
 
 
 @app.command()
-def slack() -> None:
+def slack(
+    local: Annotated[
+        bool, typer.Option("--local", help="Try it without Slack: a local Slack API, this terminal as the channel.")
+    ] = False,
+) -> None:
     """Run the Slack app: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode on /slack/events."""
     import asyncio
+
+    if local:  # needs no Slack tokens; needs the stack, like `chat`
+        from bot.slack.local import read_stdin_line, run_local
+
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C leaves, like /quit
+            asyncio.run(run_local(load_settings(), read_stdin_line, lambda text: print(text, flush=True)))
+        return
 
     from slack_sdk.errors import SlackApiError
 
