@@ -38,7 +38,7 @@ Share a document ({FORMATS}) with me and it becomes knowledge for this conversat
 
 Commands:
   ask <question>                   answer a question
-  status                           documents, passages, queues and the current adapter
+  status                           documents, passages, queues, the domain model and its adapter
   docs                             the documents visible here
   forget <document>                remove a document shared here (admins)
   teach <term> :: <definition>     teach a term; used at the next retraining
@@ -197,7 +197,7 @@ class Assistant:
         queues = ", ".join(f"{q} {n}" for q, n in queue_depths(self.settings).items())
         current = tenant_registry(self.settings.adapter_registry, conv.audience.tenant).current()
         if current is None:
-            adapter = "none (the base model answers domain questions)"
+            adapter = "none yet" + (": the base model answers domain questions" if self._has_domain_model() else "")
         else:
             metrics = current.manifest.get("metrics", {})
             shown = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
@@ -211,8 +211,21 @@ class Assistant:
         return (
             f"Documents here: {len(docs)} ({sum(d.chunks for d in docs)} passages)\n"
             f"Queued jobs: {queues}\n"
+            f"Domain model: {self._domain_model()}\n"
             f"Domain adapter: {adapter}"
         )
+
+    def _has_domain_model(self) -> bool:
+        """The truth the answers also go by: the chat core has a generator (else it says no domain model is
+        configured and quotes the documents)."""
+        return self.settings.generator != "extractive"
+
+    def _domain_model(self) -> str:
+        if not self._has_domain_model():
+            return "none is configured (EXPERTBOT_GENERATOR=extractive), so answers quote the shared documents"
+        if self.settings.generator == "openai":
+            return f"{self.settings.openai_model} (an OpenAI-compatible server)"
+        return f"{self.settings.phi3_model} (in this process)"
 
     def _docs(self, conv: Conversation) -> str:
         docs = self.core.knowledge.store.list_documents(conv.audience.tenant, conv.audience.visible_scopes)

@@ -22,7 +22,7 @@ from bot.assistant import ROUTE_LABELS, Assistant, Conversation
 HELP = """Ask a question about the documents shared with the bot, or:
   /ingest PATH          share a document with this conversation
   /docs                 list the documents visible here
-  /status               documents, queued jobs and the domain adapter
+  /status               documents, queued jobs, the domain model and its adapter
   /teach TERM :: TEXT   teach a term (used at the next retraining)
   /forget DOC           forget a document shared here
   /retrain              retrain the domain adapter now
@@ -81,9 +81,10 @@ def _ingest(settings: Settings, audience: Audience, arg: str, console: Console) 
     if not path.is_file():
         console.print(f"no such file: {path}")
         return
-    jobs = submit_files(settings, audience, [(path, path.name)], console)
+    jobs, _ = submit_files(settings, audience, [(path, path.name)], console)  # a skip is printed with its reason
     if jobs:
-        follow_with_bars(jobs, console)
+        for sentence in follow_with_bars(jobs, console).values():
+            console.print(sentence, markup=False, highlight=False, soft_wrap=True)
 
 
 def run_console(settings: Settings, audience: Audience | None = None) -> None:

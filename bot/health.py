@@ -17,11 +17,16 @@ HEALTH_CACHE_S = 1.0
 
 
 def check_health(settings: Settings) -> dict[str, Any]:
-    """Reachability of Redis, Milvus and the workers, queue depths, and the knowledge base's size."""
+    """Reachability of Redis, Milvus and the workers, queue depths, and the knowledge base's size.
+
+    `documents` and `passages` count the same audience, the default tenant (every scope of it);
+    `passages_all_tenants` is the whole knowledge base."""
     from agent.knowledge.service import open_knowledge
     from workers.client import ping_workers, queue_depths
 
-    report: dict[str, Any] = {"redis": "down", "milvus": "down", "workers": [], "queues": {}, "chunks": None}
+    tenant = settings.default_tenant
+    report: dict[str, Any] = {"redis": "down", "milvus": "down", "workers": [], "queues": {}, "tenant": tenant}
+    report.update({"documents": None, "passages": None, "passages_all_tenants": None})
     try:
         redis.Redis.from_url(settings.effective_redis_url, socket_timeout=2).ping()
         report["redis"] = f"ok ({settings.effective_redis_url.split('@')[-1]})"
@@ -31,8 +36,10 @@ def check_health(settings: Settings) -> dict[str, Any]:
         report["redis"] = f"down: {exc}"
     try:
         knowledge = open_knowledge(settings)
-        report["chunks"] = knowledge.store.count()
-        report["documents"] = len(knowledge.store.list_documents(settings.default_tenant))
+        documents = knowledge.store.list_documents(tenant)  # every scope of the default tenant
+        report["documents"] = len(documents)
+        report["passages"] = sum(d.chunks for d in documents)  # the same audience as the documents
+        report["passages_all_tenants"] = knowledge.store.count()
         report["milvus"] = f"ok ({settings.effective_milvus_uri})"
     except Exception as exc:  # any failure here means "not usable", whatever its type
         report["milvus"] = f"down: {type(exc).__name__}: {str(exc)[:200]}"

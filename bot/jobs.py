@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from agent.knowledge.formats import upload_problem
@@ -20,16 +21,20 @@ INGESTED = ("ready", "unchanged")
 
 def submit_files(
     settings: Settings, audience: Audience, files: Iterable[tuple[Path, str]], console: Console
-) -> dict[str, str]:
-    """Queue local files (path, document id) for ingestion; empty or oversized ones are skipped with the reason."""
+) -> tuple[dict[str, str], list[str]]:
+    """Queue local files (path, document id) for ingestion: (job id -> document id, why each other was skipped).
+
+    Empty or oversized files are skipped, each with its reason printed whole (no wrapping, no ellipsis)."""
     jobs: dict[str, str] = {}
+    skipped: list[str] = []
     for path, doc_id in files:
         problem = upload_problem(str(path), path.stat().st_size, settings.max_upload_bytes)
         if problem:
-            console.print(f"[yellow]skipped[/] {problem}")
+            skipped.append(problem)
+            console.print(f"[yellow]skipped[/] {escape(problem)}", soft_wrap=True)
             continue
         jobs[submit_ingest(settings, audience, path.read_bytes(), path.name, doc_id)] = doc_id
-    return jobs
+    return jobs, skipped
 
 
 def succeeded(status: JobStatus) -> bool:
@@ -73,17 +78,20 @@ def describe(status: JobStatus, name: str) -> str:
     return f"{name} could not be read: {reason}."
 
 
-def follow_with_bars(jobs: dict[str, str], console: Console, poll_s: float = 0.3) -> list[str]:
-    """Live progress bars until every job has finished; returns the names of documents that failed."""
-    failed: list[str] = []
+def follow_with_bars(jobs: dict[str, str], console: Console, poll_s: float = 0.3) -> dict[str, str]:
+    """Live progress bars until every job has finished; returns the documents that failed, each with its sentence.
+
+    A bar's line is cut to the terminal's width, so the caller prints these sentences again, whole."""
+    failed: dict[str, str] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as bars:
-        tasks: dict[str, TaskID] = {job: bars.add_task(name, total=None) for job, name in jobs.items()}
+        tasks: dict[str, TaskID] = {job: bars.add_task(escape(name), total=None) for job, name in jobs.items()}
         for status in follow_jobs(jobs, poll_s=poll_s):
             task, name = tasks[status.job_id], jobs[status.job_id]
-            bars.update(task, description=describe(status, name), total=status.total or None, completed=status.done)
+            sentence = describe(status, name)
+            bars.update(task, description=escape(sentence), total=status.total or None, completed=status.done)
             if status.finished:
                 bars.update(task, total=1, completed=1)
                 if not (succeeded(status) and status.result.get("status") in INGESTED):
-                    failed.append(name)
+                    failed[name] = sentence
     return failed

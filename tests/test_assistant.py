@@ -97,6 +97,16 @@ def test_status_names_the_adapter_of_the_conversations_tenant(assistant, tmp_pat
     assert "Domain adapter: none" in asyncio.run(assistant.command(_conv(other, "C-pub"), "status"))
 
 
+def test_status_and_answers_agree_on_the_domain_model(assistant):
+    """With no domain model configured (the extractive generator), /status and a domain answer say the same."""
+    conv = _conv(f"asst-{uuid4().hex[:8]}", "C-pub")
+    status = asyncio.run(assistant.command(conv, "status"))
+    assert "Domain model: none is configured (EXPERTBOT_GENERATOR=extractive)" in status
+    assert "base model" not in status
+    answer = asyncio.run(assistant.answer(conv, "What does LoRA mean?", forced_route="domain"))
+    assert "no domain model is configured" in answer.reply.text
+
+
 def test_a_redelivered_event_is_seen_once(assistant):
     event = uuid4().hex
     assert assistant.first_delivery("slack", event)

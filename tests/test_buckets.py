@@ -222,3 +222,38 @@ def test_after_a_milvus_lite_restart_a_new_process_reads_without_an_error(tmp_pa
         reader.client.close()
     finally:
         server.stop()
+
+
+_CREATOR = """
+import logging, sys, time
+from agent.knowledge.store import KnowledgeStore
+from agent.types import Audience
+
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")  # as a worker logs
+uri, collection, start_at = sys.argv[1], sys.argv[2], float(sys.argv[3])
+store = KnowledgeStore(uri, collection=collection, dim=4, embedding_name="test")
+time.sleep(max(0.0, start_at - time.time()))  # both processes begin together
+store.ensure_ready()
+for n in range(6):
+    store.open_bucket(store.bucket("acme", f"C{n}"))
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_creating_the_same_buckets_log_no_error(services, collection):
+    """Two workers taking their first jobs into the same new buckets: both succeed, neither logs an ERROR."""
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-c", _CREATOR, services.effective_milvus_uri, collection, str(time.time() + 8)]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    for (out, err), proc in zip(outputs, procs, strict=True):
+        assert proc.returncode == 0 and out.strip() == "ok", err
+        assert "ERROR" not in err and "Traceback" not in err, err
+    store = _store(services, collection)
+    for n in range(6):
+        indexes = store.client.list_indexes(store.bucket("acme", f"C{n}"))
+        assert sorted(indexes) == ["dense", "doc_id", "scope", "sparse", "tenant"]

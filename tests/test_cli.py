@@ -107,12 +107,33 @@ def test_folder_with_a_broken_file_fails_but_keeps_the_good_one(worker, tmp_path
     assert result.exit_code != 0, result.output
     err = flat(result.stderr)
     assert "queued 2 document(s)" in err
-    assert "broken.md could not be read: broken.md looks like a binary file, not a document" in err
     assert "guides/good.md is ready" in err
 
     hits = search("How often is the Pellucid key rotated?", scope)
     assert [h["doc_id"] for h in hits] == ["guides/good.md"]  # inside a folder: the relative path
     assert "43 days" in hits[0]["text"]
+
+    # Each reason whole, on one line, also on an 80-column terminal (a progress bar's line is cut there).
+    narrow = CliRunner().invoke(app, ["ingest", str(folder), "--scope", scope, "--wait"], env={"COLUMNS": "80"})
+    assert narrow.exit_code == 1, narrow.output
+    lines = narrow.stderr.splitlines()
+    assert "not ingested: broken.md could not be read: broken.md looks like a binary file, not a document." in lines
+    assert "1 of 2 file(s) not ingested" in lines
+
+
+def test_ingest_of_a_skipped_file_exits_1_with_the_reason_whole(worker, tmp_path: Path) -> None:
+    folder = tmp_path / "a-folder-with-a-rather-long-name-so-that-the-reason-passes-eighty-columns"
+    write(folder / "good.md", "# Quokka Rota\n\nThe quokka rota changes every 9 days.\n")
+    empty = folder / "empty.md"
+    empty.write_bytes(b"")
+
+    result = CliRunner().invoke(app, ["ingest", str(folder), "--scope", scope_name()], env={"COLUMNS": "80"})
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.splitlines()
+    assert f"skipped {empty} is empty" in lines
+    assert "queued 1 document(s)" in result.stderr
+    assert "1 of 2 file(s) not ingested" in lines
+    assert result.stdout.strip().endswith("  good.md")  # the good one is queued all the same
 
 
 def test_docs_list_and_forget(worker, zorblax: Path) -> None:
@@ -138,7 +159,7 @@ def test_docs_list_and_forget(worker, zorblax: Path) -> None:
     assert "no document 'no-such-doc.md' in that scope" in flat(result.stderr)
 
 
-def test_status_reports_every_service(worker) -> None:
+def test_status_reports_every_service(services, worker) -> None:
     report = json_out(invoke("status", "--json"))
     assert report["ok"] is True
     assert report["redis"].startswith("ok")
@@ -146,7 +167,15 @@ def test_status_reports_every_service(worker) -> None:
     assert len(report["workers"]) >= 1
     assert set(report["queues"]) >= {"ingest", "train"}
     assert all(isinstance(n, int) and n >= 0 for n in report["queues"].values())
-    assert isinstance(report["chunks"], int)
+    assert report["tenant"] == services.default_tenant
+    assert all(isinstance(report[k], int) for k in ("documents", "passages", "passages_all_tenants"))
+    assert report["passages"] <= report["passages_all_tenants"]
+    assert "chunks" not in report  # one name, one audience per figure
+
+    text = invoke("status").stdout
+    assert f"documents: {report['documents']} (tenant {services.default_tenant}, every scope)" in text
+    assert f"passages: {report['passages']} (tenant {services.default_tenant}, every scope)" in text
+    assert "passages all tenants:" in text
 
 
 def test_chat_console_answers_from_documents(worker, zorblax: Path) -> None:
@@ -173,7 +202,7 @@ def test_chat_console_answers_from_documents(worker, zorblax: Path) -> None:
     assert "[dim]" not in out and "[/]" not in out  # markup is rendered, not printed
     assert re.search(r"zorblax\.md: Zorblax Gateway Handbook \(\d+ passages\)", out)  # /docs
     assert "thanks, noted" in out  # /good
-    assert "Documents here: 1" in out and "Domain adapter:" in out  # /status
+    assert "Documents here: 1" in out and "Domain model: none is configured" in out  # /status
     assert "Learned 'ZGW'" in out  # /teach
 
 
@@ -252,3 +281,44 @@ def test_unreachable_services_get_one_clear_line_not_a_traceback(tmp_path):
         assert proc.returncode == 1
         assert f"{service} at" in said and "did not answer" in said
         assert "Traceback" not in said and "expertbot up" in said
+
+
+def _threads(settings: Any) -> set[str]:
+    """The conversations the chat core keeps: LangGraph's checkpoints, by thread (its id: tenant, scope, thread)."""
+    import sqlite3
+
+    with sqlite3.connect(settings.data_dir / "memory.sqlite") as db:
+        return {row[0].split("\x1f")[-1] for row in db.execute("SELECT DISTINCT thread_id FROM checkpoints")}
+
+
+def test_ask_starts_a_conversation_per_call_unless_a_thread_is_given(services) -> None:
+    scope = scope_name()
+    assert invoke("ask", "What is the Zorblax gateway port?", "--scope", scope).exit_code == 0
+    before = _threads(services)
+    for _ in range(2):
+        assert invoke("ask", "And who restarts it?", "--scope", scope).exit_code == 0
+    new = _threads(services) - before
+    assert len(new) == 2 and all(t.startswith("cli-") for t in new), new
+
+    thread = f"t-{uuid4().hex[:8]}"
+    for _ in range(2):
+        assert invoke("ask", "What is the Zorblax gateway port?", "--thread", thread).exit_code == 0
+    assert thread in _threads(services)
+    assert len(_threads(services) - before - new) == 1  # both calls went to the one thread
+
+
+def test_ask_json_prints_utf8_not_escapes(services) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "ask", "Kiek dienpinigių gaunu Vilniuje?", "--json", "--scope", scope_name()],
+        capture_output=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "LANG": "C", "LC_ALL": "C"},  # not even a UTF-8 locale makes it escape
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout.decode("utf-8")  # valid UTF-8
+    assert "\\u" not in text
+    reply = json.loads(text)
+    assert reply["text"] in text  # the reply, in Lithuanian, as it is
+    assert any(ord(c) > 127 for c in reply["text"]), reply["text"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,3 +94,57 @@ def test_install_leaves_an_unexpected_milvus_lite_alone(monkeypatch: pytest.Monk
     monkeypatch.setattr(milvus_server, "_INDEX_ATTRIBUTES", (*milvus_server._INDEX_ATTRIBUTES, "_renamed_field"))
     assert not install_vectorized_bm25()
     assert SparseInvertedIndex.search is original
+
+
+_PINGING_CLIENT = """
+import sys, time
+from pymilvus import MilvusClient
+# pymilvus pings every 10 s and at most twice per idle spell; this pings every second, without limit, so that
+# gRPC's default server policy (no pings without a call, none more often than every 5 minutes) shows in seconds.
+options = {"grpc.keepalive_time_ms": 1000, "grpc.http2.max_pings_without_data": 0}
+client = MilvusClient(sys.argv[1], grpc_options=options)
+client.list_collections()
+time.sleep(5)
+client.list_collections()
+print("ok")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["expertbot", "milvus-lite"])
+def test_the_server_accepts_idle_keepalive_pings(tmp_path: Path, server: str) -> None:
+    """The `GOAWAY too_many_pings` lines in the logs: milvus-lite's own server refuses them, ours must not."""
+    import subprocess
+    import sys
+
+    from bot.localstack import ManagedProcess, free_port
+    from bot.localstack.processes import await_ready
+    from bot.localstack.services import start_milvus
+
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    port = free_port()
+    if server == "expertbot":
+        proc = start_milvus(tmp_path, port)
+    else:
+        args = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(tmp_path / "lite")]
+        proc = ManagedProcess("milvus-lite", [*args, "--port", str(port), "--host", "127.0.0.1"], tmp_path)
+        await_ready(listening, 60, "milvus-lite", proc)
+    try:
+        client = subprocess.run(
+            [sys.executable, "-c", _PINGING_CLIENT, f"http://127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "GRPC_VERBOSITY": "ERROR"},
+        )
+    finally:
+        proc.stop()
+    assert client.stdout.strip() == "ok", client.stderr
+    assert ("too_many_pings" in client.stderr) is (server == "milvus-lite"), client.stderr

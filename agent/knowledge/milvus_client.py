@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
+
+_CONFLICTS_EXPECTED = contextvars.ContextVar("milvus_conflicts_expected", default=False)
 
 _NOT_LOADED = 101
 """Milvus' CollectionNotLoaded: what every read gets after the server restarted, until someone loads again."""
@@ -64,3 +70,35 @@ def connect(uri: str, token: str) -> ReloadingClient:
     except MilvusException:
         time.sleep(0.5)
         return ReloadingClient(uri=uri, token=token)
+
+
+class _ExpectedConflicts(logging.Filter):
+    """Drops pymilvus's own ERROR record (with traceback) for a call made under `conflicts_expected`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_CONFLICTS_EXPECTED.get() and record.levelno >= logging.ERROR)
+
+
+logging.getLogger("pymilvus.decorators").addFilter(_ExpectedConflicts())
+
+
+@contextmanager
+def conflicts_expected() -> Iterator[None]:
+    """Calls that may lose a race to another process (two workers creating one collection): pymilvus logs every
+    failed call as an ERROR before raising it, but the caller here checks what is there and decides; a failure
+    it cannot explain it raises, so nothing is hidden but the alarm."""
+    token = _CONFLICTS_EXPECTED.set(True)
+    try:
+        yield
+    finally:
+        _CONFLICTS_EXPECTED.reset(token)
+
+
+def settles(done: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    """Whether `done()` holds within `timeout_s`: what another process is creating shows up once it finishes."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True

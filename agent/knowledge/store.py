@@ -25,7 +25,7 @@ from pymilvus.milvus_client.index import IndexParams
 
 from agent.knowledge.filters import BUCKETS, audience_expr, bucket_of, chunk_key, clip, document_expr, literal, make_key
 from agent.knowledge.fusion import SearchMode, SearchWeights, fuse
-from agent.knowledge.milvus_client import connect
+from agent.knowledge.milvus_client import conflicts_expected, connect, settles
 from agent.knowledge.schema import (
     CATALOG_FIELDS,
     HIT_FIELDS,
@@ -114,19 +114,23 @@ class KnowledgeStore:
         job into a bucket) leaves nothing that the next writer does not complete. The indexes are requested
         without waiting (`sync=False`): pymilvus would otherwise poll each one for half a second.
         """
-        if not self.client.has_collection(name):
-            try:
-                self.client.create_collection(name, schema=schema, properties={MODEL_PROPERTY: self.model_tag})
-            except MilvusException:  # another process created it meanwhile
-                if not self.client.has_collection(name):
-                    raise
-        missing = [i for i in index if not self.client.list_indexes(name, field_name=i.field_name)]
-        for params in missing:
-            try:
-                self.client.create_index(name, IndexParams([params]), sync=False)
-            except MilvusException:  # another process asked for it meanwhile
-                if not self.client.list_indexes(name, field_name=params.field_name):
-                    raise
+        client = self.client
+        with conflicts_expected():  # another process may be making the same collection: it wins, we wait
+            if not client.has_collection(name):
+                try:
+                    client.create_collection(name, schema=schema, properties={MODEL_PROPERTY: self.model_tag})
+                except MilvusException:
+                    if not settles(lambda: client.has_collection(name)):
+                        raise
+            for params in index:
+                field = params.field_name
+                if client.list_indexes(name, field_name=field):
+                    continue
+                try:
+                    client.create_index(name, IndexParams([params]), sync=False)
+                except MilvusException:
+                    if not settles(lambda f=field: bool(client.list_indexes(name, field_name=f))):  # type: ignore[misc]
+                        raise
         self.client.load_collection(name)
 
     def open_bucket(self, name: str) -> str:

@@ -3,6 +3,7 @@ job client; this module assembles the command groups and turns known failures in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -41,8 +42,11 @@ def up(
     chat: Annotated[bool, typer.Option("--chat/--no-chat", help="Open the chat console once started.")] = True,
     teams: Annotated[bool, typer.Option("--teams/--no-teams", help="Serve the Teams endpoint too.")] = True,
 ) -> None:
-    """Start the local stack (Milvus Lite, Redis unless REDIS_URL is set, a worker, the Teams endpoint)."""
+    """Start the local stack (Milvus Lite, Redis unless REDIS_URL is set, a worker, the Teams endpoint).
+
+    It runs until Ctrl-C, SIGTERM, the terminal closing or its output breaking; one per data folder."""
     from bot.localstack import LocalStack, StackError
+    from bot.localstack.stack import say
 
     settings = load_settings()
     try:
@@ -52,10 +56,10 @@ def up(
 
                 run_console(settings)
             else:
-                err.print("stack is up; press Ctrl-C to stop it")
+                say("stack is up; press Ctrl-C to stop it")  # not rich: it exits on a broken pipe
                 stack.wait()
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass  # the stack has stopped (its `with`); a closed terminal is no error
     except StackError as exc:
         raise fail(str(exc)) from None
 
@@ -70,9 +74,20 @@ def chat(tenant: TenantOpt = None, scope: ScopeOpt = None) -> None:
 
 
 @app.command()
-def slack() -> None:
+def slack(
+    local: Annotated[
+        bool, typer.Option("--local", help="Try it without Slack: a local Slack API, this terminal as the channel.")
+    ] = False,
+) -> None:
     """Run the Slack app: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode on /slack/events."""
     import asyncio
+
+    if local:  # needs no Slack tokens; needs the stack, like `chat`
+        from bot.slack.local import read_stdin_line, run_local
+
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C leaves, like /quit
+            asyncio.run(run_local(load_settings(), read_stdin_line, lambda text: print(text, flush=True)))
+        return
 
     from slack_sdk.errors import SlackApiError
 
@@ -100,7 +115,9 @@ def status(as_json: JsonOpt = False) -> None:
         print_json(report)
     else:
         for key, value in report.items():
-            out.print(f"{key:>12}: {value}")
+            if key in ("documents", "passages") and value is not None:
+                value = f"{value} (tenant {report['tenant']}, every scope)"
+            out.print(f"{key.replace('_', ' '):>20}: {value}", markup=False, highlight=False)
     if not report.get("ok"):
         raise typer.Exit(1)
 

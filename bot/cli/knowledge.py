@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from agent.knowledge.fusion import SEARCH_MODES, SearchMode
 from agent.types import Route
@@ -18,7 +20,7 @@ def ingest(
     scope: ScopeOpt = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the jobs and show their progress.")] = False,
 ) -> None:
-    """Queue documents for ingestion by the workers."""
+    """Queue documents for ingestion by the workers; exits 1 when any named file was not (skipped or failed)."""
     from bot.jobs import follow_with_bars, submit_files
 
     settings = load_settings()
@@ -34,14 +36,16 @@ def ingest(
         for p in sorted(path.rglob("*"))
         if p.is_file()
     ]
-    jobs = submit_files(settings, audience, files, err)
+    jobs, skipped = submit_files(settings, audience, files, err)
     err.print(f"queued {len(jobs)} document(s) for {audience.tenant}/{audience.scope}")
     if not wait:
         for job_id, name in jobs.items():
-            out.print(f"{job_id}  {name}")
-        return
-    failed = follow_with_bars(jobs, err)
-    if failed:
+            out.print(f"{job_id}  {name}", markup=False, highlight=False, soft_wrap=True)
+    failed = follow_with_bars(jobs, err) if wait else {}
+    for sentence in failed.values():  # whole: a progress bar's line is cut at the terminal's width
+        err.print(f"[red]not ingested:[/] {escape(sentence)}", soft_wrap=True)
+    if skipped or failed:
+        err.print(f"{len(skipped) + len(failed)} of {len(files)} file(s) not ingested", soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -50,7 +54,9 @@ def ask(
     tenant: TenantOpt = None,
     scope: ScopeOpt = None,
     route: Annotated[str, typer.Option(help="auto, docs (retrieval) or expert (domain model)")] = "auto",
-    thread: Annotated[str, typer.Option(help="Conversation id: the same id keeps the context.")] = "cli",
+    thread: Annotated[
+        str | None, typer.Option(help="Conversation id: the same id keeps the context (default: a new one).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Ask one question through the chat core, as a chat surface would."""
@@ -65,7 +71,7 @@ def ask(
     request = ChatRequest(
         text=question,
         audience=audience_of(settings, tenant, scope),
-        thread=thread,
+        thread=thread or f"cli-{uuid.uuid4().hex[:12]}",  # each call its own conversation, unless told
         forced_route=forced[route],
     )
     reply = make_chat_core(settings).answer(request)

@@ -1,8 +1,11 @@
 """The Milvus Lite server that `expertbot up` starts: milvus-lite's own server, tuned for search latency.
 
 `python -m bot.localstack.milvus_server [--upstream-bm25] server --data-dir D --port P` takes the `milvus-lite` CLI's
-arguments and changes three things, in this process only:
+arguments and changes four things, in this process only:
 
+- The gRPC server accepts the keep-alive pings pymilvus sends (every 10 s, also on idle connections). gRPC's
+  defaults refuse pings more often than every 5 minutes without a call and answer the third with
+  `GOAWAY too_many_pings`, which every idle client (workers, bots) logged and then had to reconnect.
 - SIGTERM means KeyboardInterrupt: `milvus-lite server` closes its data folder cleanly (drains requests,
   releases the LOCK) only on that, and SIGINT may arrive already ignored (shells do that to background jobs).
 - Garbage collection every 100,000 allocations instead of 700. The server holds millions of long-lived
@@ -152,6 +155,36 @@ def install_vectorized_bm25() -> bool:
     return True
 
 
+KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_permit_without_calls", 1),  # pymilvus pings idle connections too
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),  # pymilvus pings every 10 s
+    ("grpc.http2.max_ping_strikes", 0),  # never GOAWAY a client for its pings
+]
+
+
+def accept_client_keepalive() -> bool:
+    """Build milvus-lite's gRPC server with `KEEPALIVE_OPTIONS`; False, changing nothing, if its layout differs."""
+    from milvus_lite.adapter.grpc import server as lite
+
+    if not all(hasattr(lite, name) for name in ("_build_server", "grpc", "MilvusServicer", "milvus_pb2_grpc")):
+        return False
+    build = lite._build_server
+    plain_server = lite.grpc.server
+
+    def with_keepalive(*args: Any, options: list[tuple[str, Any]] | None = None, **kwargs: Any) -> Any:
+        return plain_server(*args, options=[*(options or []), *KEEPALIVE_OPTIONS], **kwargs)
+
+    def build_server(db: Any, max_workers: int) -> Any:
+        lite.grpc.server = with_keepalive  # only while milvus-lite builds its server
+        try:
+            return build(db, max_workers)
+        finally:
+            lite.grpc.server = plain_server
+
+    lite._build_server = build_server
+    return True
+
+
 def main(argv: list[str]) -> int:
     """Run `milvus-lite` with `argv` (its own arguments), after the changes this module describes."""
     gc.set_threshold(100_000, 50, 100)
@@ -165,6 +198,8 @@ def main(argv: list[str]) -> int:
     else:
         scorer, why = "upstream", "milvus-lite's own loop: its BM25 index is not the one expertbot expects"
     print(f"{SCORER_LOG_PREFIX}{scorer} ({why})", flush=True)
+    if not accept_client_keepalive():
+        print("expertbot: milvus-lite's gRPC server is not the one expected; keep-alive pings may be refused")
 
     from milvus_lite.cmdline import main as milvus_lite_main
 

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +20,18 @@ from pathlib import Path
 from agent.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_LAUNCHER = Path(__file__).with_name("exit_with_parent.py")
+
+
+def _exit_with_parent(args: Sequence[str]) -> list[str]:
+    """`args` run so that the child gets SIGTERM when this process dies, even by SIGKILL (see the launcher).
+
+    Linux sends it when the *thread* that started the child exits, so it is armed only for children started
+    from the main thread, which lives as long as the process.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return list(args)
+    return [sys.executable, "-I", "-S", str(_LAUNCHER), str(os.getpid()), *args]
 
 
 class StackError(RuntimeError):
@@ -37,7 +50,7 @@ class ManagedProcess:
             log.flush()
             self._log_start = log.tell()  # error messages show this run's lines only
             self.popen = subprocess.Popen(
-                list(args),
+                _exit_with_parent(args),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -139,3 +152,42 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
 def cli_command(*args: str) -> list[str]:
     """The argv of an `expertbot` command run as a child process of this one."""
     return [sys.executable, "-m", "bot.cli", *args]
+
+
+class DataDirLock:
+    """An exclusive lock on a data folder, held while a stack runs on it, with the holder's PID inside.
+
+    A second `expertbot up` on the same data would otherwise fight the first for its ports and Milvus's
+    folder; flock is released by the kernel however the holder ends, so a crash leaves no stale lock.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "expertbot-up.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise StackError naming the PID that holds it."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StackError(
+                f"another `expertbot up` (PID {holder}) is already running on {self.path.parent.resolve()}; "
+                f"stop it first (Ctrl-C in its terminal, or `kill {holder}`), "
+                "or set EXPERTBOT_DATA_DIR to another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing the last descriptor drops the flock
+            self._fd = None

@@ -2,12 +2,18 @@
 
 Each service is a child in its own process group, so stopping it also stops whatever it forked (Celery's
 pool). That also means a terminal's Ctrl-C (or hang-up) reaches only this process, which therefore owns all
-cleanup: SIGINT, SIGTERM and SIGHUP become KeyboardInterrupt, which `LocalStack` answers by stopping them all.
+cleanup: SIGINT, SIGTERM and SIGHUP become KeyboardInterrupt, which `LocalStack` answers by stopping them all;
+`wait` also stops them when stdout or stderr breaks (the terminal or a `| tee` went away), and each child gets
+SIGTERM from the kernel if this process dies outright (`processes._exit_with_parent`). Progress lines are
+best-effort: with stderr gone, the stop path must still stop. One stack per data folder (`DataDirLock`).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import os
+import select
 import signal
 import sys
 import threading
@@ -17,7 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from agent.settings import Settings
-from bot.localstack.processes import ManagedProcess, StackError, ensure_port_free
+from bot.localstack.processes import DataDirLock, ManagedProcess, StackError, ensure_port_free
 from bot.localstack.services import (
     MILVUS_PORT_SETTING,
     REDIS_PORT_SETTING,
@@ -30,6 +36,13 @@ from bot.localstack.services import (
     start_worker,
 )
 from workers.names import INGEST_QUEUE, TRAIN_QUEUE
+
+
+def say(text: str, *, end: str = "\n") -> None:
+    """Progress on stderr, best-effort: a closed or broken stderr must not interrupt starting or stopping."""
+    if sys.stderr is not None:
+        with contextlib.suppress(OSError, ValueError):
+            print(text, end=end, file=sys.stderr, flush=True)
 
 
 class LocalStack:
@@ -51,6 +64,8 @@ class LocalStack:
         self.slack = slack and settings.slack_enabled
         self.processes: list[ManagedProcess] = []
         self._old_handlers: dict[int, Any] = {}
+        self._lock = DataDirLock(settings.data_dir)
+        self._outputs = select.poll()
 
     def start(self) -> None:
         """Start in dependency order; on any failure or interrupt, stop what already started and re-raise."""
@@ -61,6 +76,8 @@ class LocalStack:
         # raises outside both, but the children are still stopped when the interpreter exits.
         atexit.register(self.stop)
         try:
+            self._lock.acquire()
+            self._watch_outputs()
             if s.uses_embedded_redis:  # check every port before starting anything
                 ensure_port_free(redis_port, REDIS_PORT_SETTING)
             if s.uses_embedded_milvus:
@@ -91,19 +108,23 @@ class LocalStack:
             raise
 
     def _start(self, what: str, launch: Callable[[], ManagedProcess]) -> None:
-        print(f"starting {what} ...", end=" ", file=sys.stderr, flush=True)
+        say(f"starting {what} ...", end=" ")
         began = time.monotonic()
         try:
             self.processes.append(launch())
         except BaseException:
-            print("failed", file=sys.stderr, flush=True)
+            say("failed")
             raise
-        print(f"ready in {time.monotonic() - began:.1f} s", file=sys.stderr, flush=True)
+        say(f"ready in {time.monotonic() - began:.1f} s")
 
     def wait(self) -> None:
-        """Block until a stop signal (then stop, return) or until a child dies unexpectedly (stop, raise)."""
+        """Block until a stop signal or a broken stdout/stderr (then stop, return) or until a child dies
+        unexpectedly (stop, raise)."""
         try:
             while all(proc.alive() for proc in self.processes):
+                if self.outputs_gone():
+                    self.stop()
+                    return
                 time.sleep(0.5)
         except KeyboardInterrupt:
             self.stop()
@@ -123,15 +144,28 @@ class LocalStack:
         try:
             if self.processes:
                 names = ", ".join(proc.name for proc in reversed(self.processes))
-                print(f"stopping {names} ...", end=" ", file=sys.stderr, flush=True)
-                for proc in reversed(self.processes):
-                    proc.stop()
-                self.processes.clear()
-                print("done", file=sys.stderr, flush=True)
+                say(f"stopping {names} ...", end=" ")
+                while self.processes:
+                    self.processes[-1].stop()
+                    self.processes.pop()
+                say("done")
         finally:
+            self._lock.release()
             for sig, handler in self._old_handlers.items():
                 signal.signal(sig, handler)
             self._old_handlers.clear()
+
+    def _watch_outputs(self) -> None:
+        """Watch stdout and stderr for a hang-up or a closed reader, if they are open now."""
+        for fd in (1, 2):
+            with contextlib.suppress(OSError):
+                os.fstat(fd)
+                self._outputs.register(fd, 0)  # POLLERR, POLLHUP and POLLNVAL are always reported
+
+    def outputs_gone(self) -> bool:
+        """Whether stdout or stderr broke since start: the terminal closed, or the pipe's reader exited."""
+        broken = select.POLLERR | select.POLLHUP | select.POLLNVAL
+        return any(events & broken for _, events in self._outputs.poll(0))
 
     def _install_signal_handlers(self) -> None:
         """Make SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt (only the main thread handles signals)."""

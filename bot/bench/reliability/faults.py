@@ -110,8 +110,15 @@ def _busy(worker: ManagedProcess) -> bool:
     return log.count("] received") > log.count("] succeeded") + log.count("] retry:") + log.count("] raised")
 
 
-def worker_kills(h: Harness, kills: int = 20, documents: int = 30, sections: int = 30) -> dict[str, Any]:
-    """kill -9 the ingest worker `kills` times, each time while it is in the middle of a job."""
+def worker_kills(h: Harness, kills: int = 20, documents: int = 60, sections: int = 15) -> dict[str, Any]:
+    """kill -9 the ingest worker `kills` times, each time while it is in the middle of a job.
+
+    Each victim finishes a job or two before its kill (and a killed job comes back only after the visibility
+    timeout), so the queue must hold about three documents per planned kill, or it runs dry first: with 40
+    documents for 20 kills, a 2-core machine ran out of work after 13. Kills need jobs, not passages, so the
+    documents are short (15 sections), and the rescuer's time box grows with their number: on a 2-core machine
+    shared with other work, one document took the rescuer 5 to 10 s.
+    """
     audience = Audience("reliability", f"worker-kills-{uuid4().hex[:6]}")
     docs = dict(make_document("kills", i, sections) for i in range(documents))
     jobs, expected = submit_documents(h, audience, docs)
@@ -126,7 +133,7 @@ def worker_kills(h: Harness, kills: int = 20, documents: int = 30, sections: int
             break
         # Somewhere inside its first job (parsing, embedding, saving; perhaps still loading the model) or a later
         # one: kills spread over different jobs instead of always hitting the one that comes back first.
-        time.sleep(rng.uniform(0.3, 3.0))
+        time.sleep(rng.uniform(0.2, 2.0))
         if not wait_until(lambda w=worker: _busy(w), 30, poll_s=0.02):
             h.stop_worker(worker)  # it has finished everything: nothing left to interrupt
             break
@@ -134,12 +141,13 @@ def worker_kills(h: Harness, kills: int = 20, documents: int = 30, sections: int
         done_kills += 1
     last_kill = time.monotonic()
     h.start_worker("rescuer")
-    report = verify(h, audience, jobs, expected, timeout_s=600)
+    report = verify(h, audience, jobs, expected, timeout_s=max(600, 15 * documents))
     recovered_s = time.monotonic() - last_kill
     counts = deliveries(h, jobs)
     report.update(
         {
             "kills": done_kills,
+            "kills_planned": kills,
             "jobs_interrupted": sum(1 for c in counts.values() if c > 1),
             "max_deliveries": max(counts.values(), default=0),
             "recovery_s": round(recovered_s, 1),

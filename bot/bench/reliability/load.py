@@ -18,6 +18,7 @@ from agent.knowledge.service import open_knowledge
 from agent.types import Audience
 from bot.assistant import Assistant, Conversation
 from bot.bench.reliability.harness import Harness
+from bot.bench.reliability.tail import AnswerTiming, GcPauses, QueueTimedExecutor, tail_report
 
 TOPICS = [
     ("Travel", "Employees travelling to Vilnius receive a per diem of 84 EUR.", "How much is the per diem in Vilnius?"),
@@ -59,14 +60,16 @@ async def _user(
                     raise RuntimeError(f"empty reply to {text!r}")
                 last_answer = answer.answer_id
                 out["latencies"].append(1000 * (time.perf_counter() - started))
+                reply = answer.reply
+                out["timings"].append(AnswerTiming(started, time.perf_counter(), reply.route, reply.timings_ms))
                 out["routes"][answer.reply.route] = out["routes"].get(answer.reply.route, 0) + 1
             elif roll < 0.9 and last_answer:
                 if not await asyncio.to_thread(assistant.vote, last_answer, conv.user, rng.random() < 0.8):
                     raise RuntimeError("a vote on a fresh answer was refused")
                 out["votes"] += 1
             else:
-                reply = await assistant.command(conv, rng.choice(["docs", "status", "help"]))
-                if not reply.strip():
+                said = await assistant.command(conv, rng.choice(["docs", "status", "help"]))
+                if not said.strip():
                     raise RuntimeError("empty command reply")
                 out["commands"] += 1
         except Exception as exc:
@@ -75,14 +78,18 @@ async def _user(
 
 
 async def _run(assistant: Assistant, users: int, duration_s: float, think_s: tuple[float, float]) -> dict[str, Any]:
-    out: dict[str, Any] = {"latencies": [], "routes": {}, "votes": 0, "commands": 0, "errors": []}
+    out: dict[str, Any] = {"latencies": [], "routes": {}, "votes": 0, "commands": 0, "errors": [], "timings": []}
+    executor = QueueTimedExecutor()  # asyncio's default size: min(32, cores + 4)
+    asyncio.get_running_loop().set_default_executor(executor)
     await assistant.warm_up()
     until = time.monotonic() + duration_s
     convs = [
         Conversation("bench", Audience("load", f"C{u % 5}"), f"thread-{u}", f"U{u:03d}", private=False)
         for u in range(users)
     ]
-    await asyncio.gather(*(_user(assistant, c, random.Random(i), until, think_s, out) for i, c in enumerate(convs)))
+    with GcPauses() as pauses:
+        await asyncio.gather(*(_user(assistant, c, random.Random(i), until, think_s, out) for i, c in enumerate(convs)))
+    out["tail"] = tail_report(out["timings"], pauses, executor)
     return out
 
 
@@ -121,5 +128,6 @@ def simulated_users(
         "mean_ms": round(statistics.fmean(lat), 1) if lat else 0.0,
         "answers_per_s": round(len(lat) / elapsed, 2),
         "routes": out["routes"],
+        "tail": out["tail"],
         **({"first_errors": out["errors"][:3]} if out["errors"] else {}),
     }

@@ -53,7 +53,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "worker kill -9",
         "bot.bench.reliability.faults:worker_kills",
-        _sizes({"kills": 20, "documents": 40}, {"kills": 5, "documents": 20}, {"kills": 1, "documents": 8}),
+        _sizes({"kills": 20, "documents": 60}, {"kills": 5, "documents": 20}, {"kills": 1, "documents": 8}),
         what="an ingest worker killed mid-job N times: every document exactly once",
     ),
     Scenario(
