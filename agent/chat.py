@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from dataclasses import asdict
-from typing import Annotated, Any, TypedDict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, Any, Literal, TypedDict, cast
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
@@ -56,7 +57,22 @@ class ChatState(TypedDict, total=False):
     hits: list[dict[str, Any]]
     answer: str
     sources: list[dict[str, Any]]
+    cited: list[int]
     timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One step of a streamed answer: "route" (route, confidence, why), then "text" chunks, then "sources"
+    (numbered as the streamed text cites them), then "done" with the whole reply (text as `answer()` gives it)."""
+
+    kind: Literal["route", "text", "sources", "done"]
+    text: str = ""
+    route: Route | None = None
+    confidence: float = 0.0
+    why: str = ""
+    sources: list[tuple[int, Hit]] = field(default_factory=list)
+    reply: ChatReply | None = None
 
 
 def _ms(since: float) -> float:
@@ -106,21 +122,72 @@ class ChatCore:
         text = request.text.strip()
         if not text:
             return ChatReply(phrase("smalltalk", "en"), "smalltalk", 1.0, "empty message")
-        key = "\x1f".join((request.audience.tenant, request.audience.scope, request.thread))
-        state: ChatState = {
+        key = self._thread_key(request)
+        state = self._initial_state(request, text)
+        out = self.graph.invoke(state, {"configurable": {"thread_id": key}})
+        return self._reply(out, started, shortened=len(text) > MAX_QUESTION_CHARS)
+
+    def stream(self, request: ChatRequest) -> Iterator[StreamEvent]:
+        """The same answer as `answer()`, as it is produced, through LangGraph's and LangChain's streaming: the
+        route first, then the generator's tokens (the extractive answer, or any answer not generated token by
+        token, comes as one chunk), then the sources, then the whole reply."""
+        started = time.perf_counter()
+        text = request.text.strip()
+        if not text:
+            reply = ChatReply(phrase("smalltalk", "en"), "smalltalk", 1.0, "empty message")
+            yield StreamEvent("route", route="smalltalk", confidence=1.0, why=reply.why)
+            yield from (StreamEvent("text", text=reply.text), StreamEvent("sources"), StreamEvent("done", reply=reply))
+            return
+        config: Any = {"configurable": {"thread_id": self._thread_key(request)}}
+        state = self._initial_state(request, text)
+        streamed = False
+        for mode, data in self.graph.stream(state, config, stream_mode=["updates", "messages"]):
+            data = cast(Any, data)
+            if mode == "messages":
+                chunk, meta = data
+                if isinstance(chunk, AIMessageChunk) and meta.get("langgraph_node") != "understand" and chunk.text:
+                    streamed = True
+                    yield StreamEvent("text", text=chunk.text)
+                continue
+            for node, update in data.items():
+                if node == "understand":
+                    yield StreamEvent(
+                        "route",
+                        route=update["route"],
+                        confidence=round(float(update["confidence"]), 3),
+                        why=update["why"],
+                    )
+                elif not streamed and update and update.get("answer"):
+                    yield StreamEvent("text", text=update["answer"])
+        out = self.graph.get_state(config).values
+        reply = self._reply(out, started, shortened=len(text) > MAX_QUESTION_CHARS)
+        cited: list[int] = list(out.get("cited") or []) if streamed else []
+        numbers = cited or list(range(1, len(reply.sources) + 1))
+        yield StreamEvent("sources", sources=list(zip(numbers, reply.sources, strict=False)))
+        yield StreamEvent("done", reply=reply)
+
+    @staticmethod
+    def _thread_key(request: ChatRequest) -> str:
+        return "\x1f".join((request.audience.tenant, request.audience.scope, request.thread))
+
+    @staticmethod
+    def _initial_state(request: ChatRequest, text: str) -> ChatState:
+        return {
             "question": text[:MAX_QUESTION_CHARS],
             "tenant": request.audience.tenant,
             "scope": request.audience.scope,
             "forced": request.forced_route,
         }
-        out = self.graph.invoke(state, {"configurable": {"thread_id": key}})
+
+    @staticmethod
+    def _reply(out: dict[str, Any], started: float, *, shortened: bool) -> ChatReply:
         timings = dict(out.get("timings", {}))
         timings["total"] = _ms(started)
         return ChatReply(
             text=out["answer"],
             route=out["route"],
             confidence=round(float(out["confidence"]), 3),
-            why=out["why"] + (" (message shortened)" if len(text) > MAX_QUESTION_CHARS else ""),
+            why=out["why"] + (" (message shortened)" if shortened else ""),
             sources=[Hit(**h) for h in out.get("sources", [])],
             timings_ms=timings,
         )
@@ -176,6 +243,7 @@ class ChatCore:
             text = str(reply.content).strip()
             cited = cited_numbers(text, len(hits)) or list(range(1, min(3, len(hits)) + 1))
             answer, used = _renumber(text, cited), cited
+            return {**self._finish(state, answer, [hits[n - 1] for n in used], started), "cited": cited}
         else:
             extract = extract_answer(question, hits, self.knowledge.embeddings)
             answer = phrase("from_docs", language) + "\n" + _renumber(extract.text, extract.cited)
@@ -225,6 +293,7 @@ class ChatCore:
         return {
             "answer": answer,
             "sources": [asdict(h) for h in sources],
+            "cited": [],
             "timings": timings,
             "messages": [HumanMessage(state["question"]), AIMessage(answer)],
         }

@@ -74,9 +74,17 @@ class Settings(BaseSettings):
         None, description="Adapter registries (one per tenant); default <data_dir>/adapters."
     )
     phi3_tenant_adapters: int = Field(8, ge=1, le=256, description="Tenants' adapters kept in memory (LRU).")
+    phi3_max_batch: int = Field(8, ge=1, le=256, description="Concurrent questions generated together per batch.")
     openai_base_url: str | None = Field(None, description="e.g. a vLLM server: http://gpu-1:8000/v1")
     openai_api_key: str | None = None
     openai_model: str = Field("phi3-domain", description="Model (or LoRA adapter) name served there.")
+    openai_lora: Literal["off", "runtime"] = Field(
+        "off", description="runtime: load each tenant's current adapter on every server (vLLM's runtime LoRA API)."
+    )
+    openai_adapter_root: str | None = Field(
+        None, description="The adapters root as the servers see it (a shared volume); default: the same path."
+    )
+    max_lora_rank: int = Field(64, ge=1, le=1024, description="Highest LoRA rank `adapters add` accepts.")
     max_new_tokens: int = Field(320, ge=16, le=4096)
 
     # --- tenancy for the local console and CLI ---------------------------------------------------------------
@@ -170,6 +178,11 @@ class Settings(BaseSettings):
     @property
     def adapter_registry(self) -> Path:
         return self.adapters_dir or self.data_dir / "adapters"
+
+    @property
+    def openai_base_urls(self) -> list[str]:
+        """EXPERTBOT_OPENAI_BASE_URL split at commas: requests are spread over these servers."""
+        return [u.strip().rstrip("/") for u in (self.openai_base_url or "").split(",") if u.strip()]
 
     @property
     def admin_ids(self) -> frozenset[str]:

@@ -191,6 +191,12 @@ class Assistant:
             metrics = current.manifest.get("metrics", {})
             shown = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
             adapter = f"{current.name}" + (f" ({shown})" if shown else "")
+        if self.settings.generator == "openai" and self.settings.openai_lora == "runtime":
+            from agent.models.lora_fleet import refusals
+
+            for r in refusals(self.settings.adapter_registry, conv.audience.tenant):
+                serving = r["serving"] or "the base model"
+                adapter += f"\n  {r['server']} refused {r['version']} ({r['reason']}); {serving} answers there"
         return (
             f"Documents here: {len(docs)} ({sum(d.chunks for d in docs)} passages)\n"
             f"Queued jobs: {queues}\n"

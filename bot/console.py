@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
 from rich.text import Text
 
+from agent.chat import StreamEvent
 from agent.settings import Settings
-from agent.types import Audience, ChatReply
+from agent.types import Audience, ChatReply, ChatRequest, Hit
 from bot.assistant import ROUTE_LABELS, Assistant, Conversation
 
 HELP = """Ask a question about the documents shared with the bot, or:
@@ -35,16 +37,41 @@ _COMMANDS = {"/docs", "/status", "/teach", "/forget", "/retrain"}
 
 
 def render(reply: ChatReply, console: Console) -> None:
-    console.print(
-        f"[dim]route: {ROUTE_LABELS.get(reply.route, reply.route)} (confidence {reply.confidence:.2f}; {reply.why})[/]"
-    )
+    _route_line(reply.route, reply.confidence, reply.why, console)
     console.print(reply.text, markup=False, highlight=False)
-    if reply.sources:
-        console.print("[bold]Sources[/]")
-        for i, s in enumerate(reply.sources, 1):
-            # Titles and ids come from documents: plain text, so that a "[" in them is shown, not read as markup.
-            heading = f" › {s.heading}" if s.heading else ""
-            console.print(Text.assemble(f"  [{i}] {s.title}{heading}  ", (f"({s.doc_id}, shared in {s.scope})", "dim")))
+    _sources(list(enumerate(reply.sources, 1)), console)
+
+
+def render_stream(events: Iterator[StreamEvent], console: Console) -> ChatReply:
+    """Print a streamed answer as it comes (route, text as generated, sources); returns the whole reply."""
+    reply: ChatReply | None = None
+    for event in events:
+        if event.kind == "route" and event.route:
+            _route_line(event.route, event.confidence, event.why, console)
+        elif event.kind == "text":
+            console.out(event.text, end="", highlight=False)  # plain text, no markup, as it arrives
+        elif event.kind == "sources":
+            console.out("")
+            _sources(event.sources, console)
+        elif event.kind == "done":
+            reply = event.reply
+    if reply is None:
+        raise RuntimeError("the answer stream ended without a reply")
+    return reply
+
+
+def _route_line(route: str, confidence: float, why: str, console: Console) -> None:
+    console.print(f"[dim]route: {ROUTE_LABELS.get(route, route)} (confidence {confidence:.2f}; {why})[/]")
+
+
+def _sources(sources: list[tuple[int, Hit]], console: Console) -> None:
+    if not sources:
+        return
+    console.print("[bold]Sources[/]")
+    for i, s in sources:
+        # Titles and ids come from documents: plain text, so that a "[" in them is shown, not read as markup.
+        heading = f" › {s.heading}" if s.heading else ""
+        console.print(Text.assemble(f"  [{i}] {s.title}{heading}  ", (f"({s.doc_id}, shared in {s.scope})", "dim")))
 
 
 def _ingest(settings: Settings, audience: Audience, arg: str, console: Console) -> None:
@@ -106,6 +133,12 @@ def _session(
             ok = bool(last_answer) and assistant.vote(last_answer, CONSOLE_USER, helpful=command == "/good")
             console.print("thanks, noted" if ok else "there is no answer to rate yet")
         else:
-            answer = loop.run_until_complete(assistant.answer(conv, line))
-            last_answer = answer.answer_id
-            render(answer.reply, console)
+            last_answer = _answer_streaming(assistant, conv, line, console)
+
+
+def _answer_streaming(assistant: Assistant, conv: Conversation, line: str, console: Console) -> str:
+    """The console has its chat core in process: show the answer while it is generated, then remember it for
+    /good and /bad as `Assistant.answer` would. Returns the answer id."""
+    request = ChatRequest(text=line, audience=conv.audience, user=conv.user, thread=conv.thread)
+    reply = render_stream(assistant.core.stream(request), console)
+    return assistant.learning.remember_answer(conv.audience, line, reply.text, reply.route)

@@ -80,6 +80,11 @@ def readiness(settings: Settings) -> dict[str, Any]:
         checks["adapter"] = f"unreadable: {type(exc).__name__}"
         adapter_ok = settings.generator != "phi3"
     checks["generator"] = settings.generator
+    if settings.generator == "openai" and settings.openai_lora == "runtime":
+        from agent.models.lora_fleet import refusals
+
+        # adapters a server refused (the previous version or the base model answers there meanwhile)
+        checks["adapters_refused"] = refusals(settings.adapter_registry)
     checks["ok"] = checks["redis"] == "ok" and checks["milvus"] == "ok" and bool(checks["workers"]) and adapter_ok
     return checks
 

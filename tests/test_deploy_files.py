@@ -243,3 +243,35 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image() -> None:
         assert pattern in patterns, f".dockerignore should exclude {pattern}"
     for needed in ("agent", "bot", "workers", "pyproject.toml"):
         assert needed not in patterns, f"the image needs {needed}"
+
+
+def test_vllm_serves_the_trained_adapters_to_the_bots(
+    compose: dict[str, Any], compose_services: dict[str, Any]
+) -> None:
+    """`--profile gpu` adds vLLM with runtime LoRA, reading the adapters volume the train worker writes, at the
+    same path, and every app service is pointed at it (used when EXPERTBOT_GENERATOR=openai)."""
+    vllm = compose_services["vllm"]
+    assert "gpu" in vllm.get("profiles", [])
+    args = [*(vllm.get("entrypoint") or []), *_command(vllm)]
+    assert args[:2] == ["vllm", "serve"] and args[2] == "microsoft/Phi-3-mini-4k-instruct"
+    assert "--enable-lora" in args and _option(args, "--served-model-name") == "phi3-domain"
+    assert int(_option(args, "--max-lora-rank") or 0) >= Settings.model_fields["max_lora_rank"].default
+    assert _environment(vllm)["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    devices = vllm["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d.get("driver") == "nvidia" for d in devices)
+    assert "/health" in " ".join(vllm["healthcheck"]["test"])
+
+    def mount(svc: dict[str, Any], volume: str) -> str | None:
+        for v in svc.get("volumes", []):
+            parts = str(v).split(":")
+            if parts[0] == volume:
+                return parts[1]
+        return None
+
+    assert mount(vllm, "adapters") == mount(compose_services["train-worker"], "adapters") == "/adapters"
+    for name in APP_SERVICES:
+        svc = compose_services[name]
+        env = _environment(svc)
+        assert mount(svc, "adapters") == env["EXPERTBOT_ADAPTERS_DIR"] == "/adapters", name
+        assert env["EXPERTBOT_OPENAI_BASE_URL"].endswith("http://vllm:8000/v1}"), name
+        assert "runtime" in env["EXPERTBOT_OPENAI_LORA"] and "phi3-domain" in env["EXPERTBOT_OPENAI_MODEL"], name

@@ -11,7 +11,8 @@ if TYPE_CHECKING:
 
 
 def make_chat_model(settings: Settings) -> BaseChatModel | None:
-    """None for "extractive" (answers are the retrieved passages); Phi3Chat for "phi3"; ChatOpenAI for "openai".
+    """None for "extractive" (answers are the retrieved passages); Phi3Chat for "phi3"; for "openai" ChatOpenAI on
+    one server, or OpenAIFleetChat for several servers or runtime LoRA (EXPERTBOT_OPENAI_LORA=runtime).
 
     Phi3Chat loads its weights on its first request, so this call is cheap whichever generator is chosen.
     """
@@ -27,9 +28,10 @@ def make_chat_model(settings: Settings) -> BaseChatModel | None:
             max_tenant_adapters=settings.phi3_tenant_adapters,
             want_4bit=settings.phi3_4bit,
             max_new_tokens=settings.max_new_tokens,
+            max_batch=settings.phi3_max_batch,
         )
     if settings.generator == "openai":
-        from agent.models.openai_backend import make_openai_chat
+        from agent.models.openai_backend import make_openai_generator
 
-        return make_openai_chat(settings)
+        return make_openai_generator(settings)
     raise ValueError(f"unknown generator {settings.generator!r}")

@@ -6,7 +6,9 @@ most `max_tenant_adapters` tenants, least recently served dropped first). Before
 CURRENT pointer is compared with the adapter in memory; a promoted or rolled-back version is swapped in without
 restarting the bot. A version that fails to load is logged and the previous one keeps serving. A tenant without an
 adapter gets the base model (adapters disabled): an adapter trained on one tenant's material never answers
-another. One lock serialises requests: the model is not safe to share, and the active adapter is per request.
+another. Concurrent requests are not queued one by one: a `BatchScheduler` runs the pending requests that share an
+adapter as one batch in its worker thread (the only thread that touches the model or swaps adapters), each
+request still a stream of its own that its consumer can abandon.
 
 The tenant comes as an invoke keyword (`llm.invoke(messages, tenant=...)`, which `ChatCore` passes when the
 model says `serves_tenants`); without one, `default_tenant` is served.
@@ -17,24 +19,25 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from collections.abc import Hashable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from peft import PeftModel
 from pydantic import PrivateAttr
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+from agent.models.batching import BatchScheduler, GenRequest, GenStream
 from agent.models.phi3 import attach_adapter, detach_adapters, load_phi3
 from agent.models.prompting import cut_at_stop, to_chat
-from agent.models.registry import tenant_folder, tenant_registry
+from agent.models.registry import adapter_name, tenant_registry
+
+__all__ = ["Phi3Chat", "adapter_name"]
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +48,6 @@ class _Served:
 
     pointer: str = ""
     version: str | None = None
-
-
-def adapter_name(tenant: str, version: str) -> str:
-    """The peft adapter name of a tenant's version: unique across tenants, so two tenants' v0001 never mix."""
-    return f"{tenant_folder(tenant)}-{version}"
 
 
 class Phi3Chat(BaseChatModel):
@@ -65,8 +63,12 @@ class Phi3Chat(BaseChatModel):
     want_4bit: bool = True
     max_new_tokens: int = 320
     temperature: float = 0.0
+    max_batch: int = 8
+    """Most requests generated together in one batch."""
 
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)  # loading the model and the scheduler
+    _served_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _scheduler: BatchScheduler | None = PrivateAttr(default=None)
     _model: Any = PrivateAttr(default=None)
     _tokenizer: Any = PrivateAttr(default=None)
     _served: OrderedDict[str, _Served] = PrivateAttr(default_factory=OrderedDict)  # least recently served first
@@ -83,7 +85,7 @@ class Phi3Chat(BaseChatModel):
 
     def loaded_adapters(self) -> dict[str, str | None]:
         """tenant -> version in memory for each tenant served recently (None: the base model)."""
-        with self._lock:
+        with self._served_lock:
             return {tenant: served.version for tenant, served in self._served.items()}
 
     def _generate(
@@ -94,16 +96,10 @@ class Phi3Chat(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         tenant = str(kwargs.get("tenant") or self.default_tenant)
-        with self._lock:
-            inputs = self._encode(messages)  # loads the model on first use
-            with self._activate(tenant):
-                out = self._model.generate(**inputs, **self._gen_kwargs(stop, kwargs))
-            active = self._active
-        prompt_len = int(inputs["input_ids"].shape[1])
-        text, _, _ = cut_at_stop(self._tokenizer.decode(out[0, prompt_len:], skip_special_tokens=True), stop)
-        new = int(out.shape[1]) - prompt_len
-        usage = {"input_tokens": prompt_len, "output_tokens": new, "total_tokens": prompt_len + new}
-        meta = {"adapter": active, "tenant": tenant}
+        stream, prompt_len = self._submit(messages, tenant, kwargs)
+        text = "".join(self._texts(stream, stop))
+        usage = {"input_tokens": prompt_len, "output_tokens": stream.tokens, "total_tokens": prompt_len + stream.tokens}
+        meta = {"adapter": _version(stream.served_by), "tenant": tenant}
         message = AIMessage(content=text, usage_metadata=usage, response_metadata=meta)
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -115,82 +111,85 @@ class Phi3Chat(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         tenant = str(kwargs.get("tenant") or self.default_tenant)
-        with self._lock, ExitStack() as scope:
-            inputs = self._encode(messages)
-            scope.enter_context(self._activate(tenant))  # left only once the generating thread has finished
-            streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
-            cancel = threading.Event()
-            failure: list[BaseException] = []
-            gen_kwargs = self._gen_kwargs(stop, kwargs)
-            gen_kwargs["stopping_criteria"] = StoppingCriteriaList([_Cancelled(cancel)])
-
-            def work() -> None:
-                try:
-                    self._model.generate(**inputs, streamer=streamer, **gen_kwargs)
-                except BaseException as exc:  # re-raised in the caller's thread below
-                    failure.append(exc)
-                    streamer.end()  # type: ignore[no-untyped-call]  # unblocks the loop below
-
-            thread = threading.Thread(target=work, name="phi3-generate", daemon=True)
-            thread.start()
-            try:
-                held = ""  # a tail that may be the start of a stop string, not yet emitted
-                for piece in streamer:
-                    emit, held, stopped = cut_at_stop(held + piece, stop, hold_back=True)
-                    if emit:
-                        yield self._chunk(emit, run_manager)
-                    if stopped:
-                        break
-                else:
-                    if held and not failure:
-                        yield self._chunk(held, run_manager)
-            finally:
-                cancel.set()  # a consumer that stops early must not leave generate running under the lock
-                thread.join()
-        if failure:
-            raise failure[0]
+        stream, _ = self._submit(messages, tenant, kwargs)
+        for text in self._texts(stream, stop):
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+            if run_manager:
+                run_manager.on_llm_new_token(text, chunk=chunk)
+            yield chunk
 
     # --- internals -----------------------------------------------------------------------------------------
 
-    def _chunk(self, text: str, run_manager: CallbackManagerForLLMRun | None) -> ChatGenerationChunk:
-        chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
-        if run_manager:
-            run_manager.on_llm_new_token(text, chunk=chunk)
-        return chunk
-
-    def _encode(self, messages: list[BaseMessage]) -> Any:
-        if self._model is None:
-            self._model, self._tokenizer = load_phi3(self.model_id, adapter=None, want_4bit=self.want_4bit)
+    def _submit(self, messages: list[BaseMessage], tenant: str, extra: dict[str, Any]) -> tuple[GenStream, int]:
+        """Queue one request with the batch scheduler (built, with the model, on first use)."""
+        with self._lock:
+            if self._model is None:
+                self._model, self._tokenizer = load_phi3(self.model_id, adapter=None, want_4bit=self.want_4bit)
+            if self._scheduler is None:
+                self._scheduler = BatchScheduler(
+                    lambda: self._model,
+                    pad_token_id=int(self._tokenizer.pad_token_id),
+                    resolve=self._resolve,
+                    activate=self._activate,
+                    max_batch=self.max_batch,
+                )
         prompt = self._tokenizer.apply_chat_template(to_chat(messages), tokenize=False, add_generation_prompt=True)
         # the template already holds any BOS; adding special tokens again would double it
-        return self._tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self._model.device)
-
-    def _gen_kwargs(self, stop: list[str] | None, extra: dict[str, Any]) -> dict[str, Any]:
+        ids = list(self._tokenizer(prompt, add_special_tokens=False)["input_ids"])
         temperature = float(extra.get("temperature", self.temperature))
-        eos = [self._tokenizer.eos_token_id]
+        request = GenRequest(
+            input_ids=ids,
+            route=tenant,
+            max_new_tokens=int(extra.get("max_new_tokens", self.max_new_tokens)),
+            temperature=temperature,
+            eos_ids=self._eos_ids(),
+        )
+        return self._scheduler.submit(request), len(ids)
+
+    def _texts(self, stream: GenStream, stop: list[str] | None) -> Iterator[str]:
+        """The stream's text piece by piece, cut at the first stop string; the request is cancelled when the
+        consumer stops early (a stop string, or an abandoned stream)."""
+        ids: list[int] = []
+        text, sent = "", 0
+        held = ""  # a tail that may be the start of a stop string, not yet emitted
+        try:
+            for token in stream:
+                ids.append(token)
+                text = self._tokenizer.decode(ids, skip_special_tokens=True)
+                if text.endswith("\ufffd"):
+                    continue  # maybe half of a multi-byte character: wait for the rest
+                emit, held, stopped = cut_at_stop(held + text[sent:], stop, hold_back=True)
+                sent = len(text)
+                if emit:
+                    yield emit
+                if stopped:
+                    return
+            rest, _, _ = cut_at_stop(held + text[sent:], stop)
+            if rest:
+                yield rest
+        finally:
+            stream.cancel()  # a no-op once finished; frees the batch row of a consumer that left early
+            self._active = _version(stream.served_by)
+
+    def _eos_ids(self) -> tuple[int, ...]:
+        eos = [int(self._tokenizer.eos_token_id)]
         end_id = self._tokenizer.convert_tokens_to_ids("<|end|>")
         if isinstance(end_id, int) and end_id != self._tokenizer.unk_token_id:
             eos.append(end_id)  # Phi-3 ends a turn with <|end|>, not with its eos token
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": int(extra.get("max_new_tokens", self.max_new_tokens)),
-            "do_sample": temperature > 0,
-            "eos_token_id": eos,
-            "pad_token_id": self._tokenizer.pad_token_id,
-        }
-        if temperature > 0:
-            kwargs["temperature"] = temperature
-        if stop:
-            kwargs.update(stop_strings=stop, tokenizer=self._tokenizer)
-        return kwargs
+        return tuple(eos)
 
-    def _activate(self, tenant: str) -> AbstractContextManager[Any]:
-        """Follow the tenant's pointer, then make its adapter the active one (or disable adapters for the base
-        model) for the generation run inside the returned context; called with the lock held."""
-        served = self._follow(tenant)
-        self._active = served.version
-        if served.version is None:
+    def _resolve(self, route: Hashable) -> str | None:
+        """Worker thread: follow the tenant's pointer; the adapter key is the version serving it (None: base)."""
+        with self._served_lock:
+            served = self._follow(str(route))
+            return served.version and f"{route}\x1f{served.version}"
+
+    def _activate(self, key: Hashable) -> AbstractContextManager[Any]:
+        """Worker thread: make the key's adapter active (or disable adapters for the base model) for one batch."""
+        if key is None:
             return self._model.disable_adapter() if isinstance(self._model, PeftModel) else nullcontext()
-        self._model.set_adapter(adapter_name(tenant, served.version), inference_mode=True)
+        tenant, _, version = str(key).partition("\x1f")
+        self._model.set_adapter(adapter_name(tenant, version), inference_mode=True)
         return nullcontext()
 
     def _follow(self, tenant: str) -> _Served:
@@ -239,12 +238,6 @@ class Phi3Chat(BaseChatModel):
             self._model.delete_adapter(name)
 
 
-class _Cancelled(StoppingCriteria):
-    """Ends generation once the stream's consumer has gone, so the lock is not held for the remaining tokens."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        flag = self.event.is_set()
-        return torch.full((input_ids.shape[0],), flag, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
+def _version(key: Hashable) -> str | None:
+    """The version part of an adapter key ("<tenant>\\x1f<version>"; None: the base model)."""
+    return str(key).partition("\x1f")[2] if key is not None else None

@@ -46,6 +46,12 @@ def tenant_folder(tenant: str) -> str:
     return f"{slug}-{hashlib.sha256(tenant.encode()).hexdigest()[:10]}"
 
 
+def adapter_name(tenant: str, version: str) -> str:
+    """The name a tenant's version is served under (a peft adapter in process, a LoRA on vLLM): unique across
+    tenants, so two tenants' v0001 never mix, and `<tenant_folder>-<version>`, so a served name leads back to it."""
+    return f"{tenant_folder(tenant)}-{version}"
+
+
 def tenant_registry(root: Path | str, tenant: str) -> AdapterRegistry:
     """The tenant's own registry under the adapters root."""
     return AdapterRegistry(Path(root) / tenant_folder(tenant))
