@@ -45,3 +45,13 @@ def shared_links(tenant: str) -> str:
 def slack_thread(team: str, channel: str, thread: str) -> str:
     """A Slack thread the bot takes part in: replies there need no mention."""
     return f"{PREFIX}:slack:thread:{team}:{channel}:{thread}"
+
+
+def slack_assistant_context(team: str, channel: str, thread: str) -> str:
+    """The channel a user was viewing when they opened the bot's own chat thread (Slack's assistant context)."""
+    return f"{PREFIX}:slack:context:{team}:{channel}:{thread}"
+
+
+def teams_answer_message(conversation: str, activity_id: str) -> str:
+    """A Teams message that carries an answer -> the answer's id, for the feedback Teams sends about that message."""
+    return f"{PREFIX}:teams:answer:{conversation}:{activity_id}"

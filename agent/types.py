@@ -17,6 +17,9 @@ class Audience:
 
     tenant: str
     scope: str
+    also: tuple[str, ...] = ()
+    """Other scopes this question may read (never written to): a Slack channel the asker is viewing and is a
+    member of, while they talk to the bot in its own chat."""
 
     def __post_init__(self) -> None:
         if not self.tenant or not self.scope:
@@ -24,8 +27,11 @@ class Audience:
 
     @property
     def visible_scopes(self) -> list[str]:
-        """A question asked in this scope sees the scope's own documents and the tenant-wide ones."""
-        return [self.scope] if self.scope == TENANT_WIDE else [self.scope, TENANT_WIDE]
+        """A question asked in this scope sees the scope's own documents (and those of `also`) and the tenant-wide
+        ones."""
+        if self.scope == TENANT_WIDE:
+            return [self.scope]
+        return list(dict.fromkeys([self.scope, *self.also, TENANT_WIDE]))
 
 
 @dataclass(frozen=True)
