@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from multiprocessing.managers import SyncManager
+from queue import Queue
 from typing import Literal
 
 import redis
@@ -119,6 +122,7 @@ class Assistant:
         self.answer_pool = answer_pool
         """Child processes that compute answers (`bot.answer_pool`); None computes them in threads here."""
         self._core_lock = threading.Lock()
+        self._manager: SyncManager | None = None
         self._slots = asyncio.Semaphore(settings.answer_concurrency)
         self.redis: redis.Redis[bytes] = redis.Redis.from_url(settings.effective_redis_url)
         self.learning = LearningStore(self.redis)
@@ -167,8 +171,8 @@ class Assistant:
     ) -> AsyncIterator[AnswerEvent]:
         """The answer as it is produced (`ChatCore.stream`): the route, text chunks, then the whole `Answer`.
 
-        The core runs in a thread and hands its events to the event loop as they come. Answer processes
-        (`answer_pool`) compute the reply whole: it then arrives as one chunk.
+        The core runs in a thread, or in an answer process (`answer_pool`) that puts its events in a manager's
+        queue; either way they reach the event loop as they come.
         """
         request = ChatRequest(text=text, audience=conv.audience, user=conv.user, thread=conv.thread)
         request.forced_route = forced_route
@@ -192,17 +196,26 @@ class Assistant:
         answer.streamed, answer.numbered = "".join(streamed), numbered
         yield AnswerEvent("done", answer=answer)
 
-    async def _core_events(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        if self.answer_pool is not None:
-            from bot.answer_pool import pooled_answer
+    def _stream_queue(self) -> Queue[StreamEvent | BaseException | None]:
+        """A queue the answer processes can put to (a manager's, started on first use: one small process)."""
+        with self._core_lock:
+            if self._manager is None:
+                self._manager = multiprocessing.get_context("spawn").Manager()
+            return self._manager.Queue()
 
-            reply = await asyncio.get_running_loop().run_in_executor(self.answer_pool, pooled_answer, request)
-            yield StreamEvent("route", route=reply.route, confidence=reply.confidence, why=reply.why)
-            yield StreamEvent("text", text=reply.text)
-            yield StreamEvent("sources", sources=list(enumerate(reply.sources, 1)))
-            yield StreamEvent("done", reply=reply)
-            return
+    async def _core_events(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         loop = asyncio.get_running_loop()
+        if self.answer_pool is not None:
+            from bot.answer_pool import pooled_stream
+
+            events = await asyncio.to_thread(self._stream_queue)
+            done = loop.run_in_executor(self.answer_pool, pooled_stream, request, events)
+            while (event := await asyncio.to_thread(events.get)) is not None:
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+            await done
+            return
         queue: asyncio.Queue[StreamEvent | BaseException | None] = asyncio.Queue()
         stop = threading.Event()
 
