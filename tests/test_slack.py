@@ -446,3 +446,33 @@ def test_a_refused_or_expired_stream_and_a_workflow_message_still_get_the_whole_
         assert first["text"] and not first.get("blocks")  # the text first, then the update with the blocks
 
     _run(assistant, scenario)
+
+
+class _FailingMidAnswer(Assistant):
+    """Fault injection: the answer fails after part of it was streamed."""
+
+    async def stream(self, *args: Any, **kwargs: Any) -> Any:
+        from bot.assistant import AnswerEvent
+
+        yield AnswerEvent("route", route="retrieve")
+        yield AnswerEvent("text", text="The Quaxley turbine must be serviced every " * 8)
+        raise RuntimeError("the generator fell over")
+
+
+def test_an_answer_failing_mid_stream_ends_its_own_message_with_the_apology(services):
+    broken = _FailingMidAnswer(services)
+    team = f"T{uuid4().hex[:8].upper()}"
+
+    async def scenario(lb: Loopback) -> None:
+        slack = lb.slack
+        slack.add_channel("C0FAIL")
+        ts = _ts()
+        await lb.post(_mention(team, "C0FAIL", QUESTION, ts))
+        await slack.wait_for(lambda: any(m.get("state") == "stopped" for m in slack.messages.values()))
+        (message,) = [m for m in slack.messages.values() if m.get("thread_ts") == ts]
+        assert message["text"].startswith("The Quaxley turbine") and "Sorry, I could not finish" in message["text"]
+        assert "fell over" not in message["text"]
+        assert not [m for m in slack.said("chat.postMessage") if m.get("thread_ts") == ts]
+        await slack.wait_for(lambda: bool(slack.said("reactions.add")))
+
+    _run(broken, scenario)

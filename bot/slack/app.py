@@ -190,6 +190,7 @@ class SlackBot(AgentView):
         channel, ts = event["channel"], event["ts"]
         thread = event.get("thread_ts") or ts
         user = str(event.get("user") or "")
+        reply: SlackReply | None = None
         try:
             conv = await self._conversation(team, channel, thread, user, event)
             if not text:
@@ -210,7 +211,10 @@ class SlackBot(AgentView):
                     await reply.finish(step.answer)
             await asyncio.to_thread(self._mark_thread, team, channel, thread)
         except Exception as exc:
-            await self._report(exc, "answer that", channel, thread)
+            if reply is not None and await reply.abort(_sorry(exc, "finish this answer")):
+                log.exception("could not answer in %s", channel, exc_info=exc)
+            else:
+                await self._report(exc, "answer that", channel, thread)
             await self._react("reactions_add", channel, ts, FAILED)
 
     # --- shared files ---------------------------------------------------------------------------------------

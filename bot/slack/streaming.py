@@ -114,6 +114,19 @@ class SlackReply:
             )
             self.ts = str(resp.get("ts") or "") or None
 
+    async def abort(self, message: str) -> bool:
+        """End a started answer with `message` (the answer failed); False when nothing was shown yet."""
+        try:
+            if self.mode == "stream" and self._stream is not None and self._stream.ts:
+                await self._stream.stop(markdown_text=f"\n\n{escape_markdown(message)}")
+                return True
+            if self.ts:
+                await self.client.chat_update(channel=self.channel, ts=self.ts, text=escape(message))
+                return True
+        except SlackApiError as exc:
+            log.warning("could not end the answer in %s: %s", self.channel, exc.response.get("error"))
+        return False
+
     def _refused(self, exc: SlackApiError) -> None:
         """Streaming is over for this answer: the rest goes through chat.postMessage / chat.update."""
         self.ts = self._stream.ts if self._stream is not None else None
