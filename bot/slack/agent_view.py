@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 TITLE_CHARS = 60
 
 
-def _team(body: dict[str, Any]) -> str:
+def team_of(body: dict[str, Any]) -> str:
+    """The workspace a request comes from (events, commands and interactions name it differently)."""
     team = body.get("team_id") or (body.get("team") or {}).get("id") or (body.get("user") or {}).get("team_id")
     return str(team or "unknown-team")
 
@@ -49,7 +50,7 @@ class AgentView:
         channel, thread_ts, user = thread.get("channel_id"), thread.get("thread_ts"), str(thread.get("user_id") or "")
         if not channel or not thread_ts:
             return
-        team = _team(body)
+        team = team_of(body)
         try:
             viewed = (thread.get("context") or {}).get("channel_id")
             await self.context.remember_viewed(team, channel, thread_ts, viewed)
@@ -68,4 +69,4 @@ class AgentView:
         thread = event.get("assistant_thread") or {}
         if thread.get("channel_id") and thread.get("thread_ts"):
             viewed = (thread.get("context") or {}).get("channel_id")
-            await self.context.remember_viewed(_team(body), thread["channel_id"], thread["thread_ts"], viewed)
+            await self.context.remember_viewed(team_of(body), thread["channel_id"], thread["thread_ts"], viewed)

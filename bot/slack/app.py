@@ -36,7 +36,7 @@ from agent.settings import Settings
 from agent.types import Audience
 from bot.assistant import Assistant, Conversation
 from bot.downloads import DownloadError
-from bot.slack.agent_view import AgentView
+from bot.slack.agent_view import AgentView, team_of
 from bot.slack.blocks import FEEDBACK, VOTE_DOWN, VOTE_UP, answer_blocks, answer_fallback, read_feedback
 from bot.slack.context import SlackContext
 from bot.slack.files import fetch_shared_file
@@ -130,7 +130,7 @@ class SlackBot(AgentView):
     # --- events ---------------------------------------------------------------------------------------------
 
     async def on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        team = _team(body)
+        team = team_of(body)
         if event.get("files"):
             if await self._first_delivery(body):
                 await self._share_files(team, event)
@@ -140,7 +140,7 @@ class SlackBot(AgentView):
     async def on_message(self, body: dict[str, Any], event: dict[str, Any], context: dict[str, Any]) -> None:
         if event.get("bot_id") or event.get("subtype") not in HANDLED_SUBTYPES:
             return  # other bots (bolt already drops our own), edits, deletions, joins
-        team, text = _team(body), str(event.get("text") or "")
+        team, text = team_of(body), str(event.get("text") or "")
         bot_user = context.get("bot_user_id")
         direct = event.get("channel_type") == "im"
         mentioned = bool(bot_user) and f"<@{bot_user}" in text
@@ -163,7 +163,7 @@ class SlackBot(AgentView):
         channel, file_id = event.get("channel_id"), event.get("file_id") or (event.get("file") or {}).get("id")
         if channel and file_id:
             user = str(event.get("user_id") or "")
-            await self._share(_team(body), channel, None, None, user, str(file_id))
+            await self._share(team_of(body), channel, None, None, user, str(file_id))
 
     async def _answer_event(self, body: dict[str, Any], team: str, event: dict[str, Any], text: str) -> None:
         """Queue the question; the duplicate check is the first thing a worker does with it."""
@@ -331,7 +331,7 @@ class SlackBot(AgentView):
         event_id = body.get("event_id")
         if not event_id:
             return True
-        first = await asyncio.to_thread(self.assistant.first_delivery, "slack", f"{_team(body)}:{event_id}")
+        first = await asyncio.to_thread(self.assistant.first_delivery, "slack", f"{team_of(body)}:{event_id}")
         if not first:
             log.info("dropping a redelivery of %s", event_id)
         return first
@@ -359,7 +359,7 @@ class SlackBot(AgentView):
         hint = {"directmessage": "im", "privategroup": "group"}.get(str(body.get("channel_name") or ""))
         private = await self.context.is_private(channel, hint)
         thread = f"{channel}:command:{body.get('trigger_id') or time.time()}"
-        return Conversation("slack", Audience(_team(body), channel), thread, str(body.get("user_id") or ""), private)
+        return Conversation("slack", Audience(team_of(body), channel), thread, str(body.get("user_id") or ""), private)
 
     async def _post(self, channel: str, thread: str | None, text: str) -> str:
         resp = await self.client.chat_postMessage(channel=channel, thread_ts=thread, text=text)
@@ -384,11 +384,6 @@ class SlackBot(AgentView):
                 await self._post(channel, thread, _sorry(exc, what))
         except Exception:
             log.exception("could not tell the user in %s about the failure", channel)
-
-
-def _team(body: dict[str, Any]) -> str:
-    team = body.get("team_id") or (body.get("team") or {}).get("id") or (body.get("user") or {}).get("team_id")
-    return str(team or "unknown-team")
 
 
 def _sorry(exc: BaseException, what: str) -> str:
