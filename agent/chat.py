@@ -52,6 +52,7 @@ class ChatState(TypedDict, total=False):
     question: str
     tenant: str
     scope: str
+    also: list[str]
     forced: Route | None
     language: str
     route: Route
@@ -179,6 +180,7 @@ class ChatCore:
             "question": text[:MAX_QUESTION_CHARS],
             "tenant": request.audience.tenant,
             "scope": request.audience.scope,
+            "also": list(request.audience.also),
             "forced": request.forced_route,
         }
 
@@ -201,7 +203,7 @@ class ChatCore:
         forced, text = parse_forced_route(state["question"])
         forced = state.get("forced") or forced
         language = detect_language(text)
-        audience = Audience(state["tenant"], state["scope"])
+        audience = Audience(state["tenant"], state["scope"], tuple(state.get("also") or ()))
         previous = [m.content for m in state.get("messages", []) if isinstance(m, HumanMessage)]
         query, follow_up = text, False
         if previous and len(text) < FOLLOW_UP_CHARS and forced != "smalltalk":

@@ -60,3 +60,13 @@ def slack_thread(team: str, channel: str, thread: str) -> str:
 def rate(kind: str, who: str, window: int) -> str:
     """Requests of one kind by one user in one rate-limit window (bot/limits.py)."""
     return f"{PREFIX}:rate:{kind}:{who}:{window}"
+
+
+def slack_assistant_context(team: str, channel: str, thread: str) -> str:
+    """The channel a user was viewing when they opened the bot's own chat thread (Slack's assistant context)."""
+    return f"{PREFIX}:slack:context:{team}:{channel}:{thread}"
+
+
+def teams_answer_message(conversation: str, activity_id: str) -> str:
+    """A Teams message that carries an answer -> the answer's id, for the feedback Teams sends about that message."""
+    return f"{PREFIX}:teams:answer:{conversation}:{activity_id}"

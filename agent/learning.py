@@ -68,6 +68,8 @@ class Vote:
     user: str
     helpful: bool
     at: float
+    comment: str = ""
+    """What the voter wrote with the vote (Teams' feedback form), if anything."""
 
 
 class _Scoped(Protocol):
@@ -190,7 +192,7 @@ class LearningStore:
         raw = self.client.get(keys.learning("answer", answer_id))
         return AnswerRecord(**json.loads(raw)) if raw else None
 
-    def vote(self, answer_id: str, user: str, helpful: bool) -> Vote | None:
+    def vote(self, answer_id: str, user: str, helpful: bool, comment: str = "") -> Vote | None:
         """Record a user's vote (their latest vote on an answer counts); None when the answer is unknown or expired.
 
         The voted answer is copied next to the votes without an expiry: it is training data from now on.
@@ -198,7 +200,7 @@ class LearningStore:
         record = self.answer(answer_id)
         if record is None:
             return None
-        vote = Vote(answer_id, record.tenant, record.scope, user, helpful, time.time())
+        vote = Vote(answer_id, record.tenant, record.scope, user, helpful, time.time(), comment)
         pipe = self.client.pipeline()
         pipe.hset(keys.learning("voted", record.tenant), answer_id, json.dumps(asdict(record), ensure_ascii=False))
         pipe.hset(keys.learning("votes", record.tenant), f"{answer_id}:{user}", json.dumps(asdict(vote)))

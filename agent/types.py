@@ -19,6 +19,9 @@ class Audience:
 
     tenant: str
     scope: str
+    also: tuple[str, ...] = ()
+    """Other scopes this question may read (never written to): a Slack channel the asker is viewing and is a
+    member of, while they talk to the bot in its own chat."""
 
     def __post_init__(self) -> None:
         if not self.tenant or not self.scope:
@@ -26,11 +29,12 @@ class Audience:
 
     @property
     def visible_scopes(self) -> list[str]:
-        """A question asked in this scope sees the scope's own documents and the tenant-wide ones; in a conversation
-        shared with people outside the tenant (an `ext:` scope), only the documents shared there."""
+        """A question asked in this scope sees the scope's own documents (and those of `also`) and the tenant-wide
+        ones; in a conversation shared with people outside the tenant (an `ext:` scope), only the documents shared
+        there."""
         if self.scope == TENANT_WIDE or self.scope.startswith(EXTERNAL_PREFIX):
             return [self.scope]
-        return [self.scope, TENANT_WIDE]
+        return list(dict.fromkeys([self.scope, *self.also, TENANT_WIDE]))
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 A surface acknowledges requests on its event loop while answers are computed. In threads of the same process,
 every acknowledgement waits for the GIL behind the answer threads' embedding work (measured with
 `expertbot bench slack`: acknowledgements fell from ~900/s to ~290/s once answers started); in child
-processes, the operating system shares the cores instead. Each child builds its own chat core once.
+processes, the operating system shares the cores instead. Each child builds its own chat core once. A streamed
+answer's events come back through a queue of a multiprocessing manager as the child produces them.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, wait
+from queue import Queue
 
-from agent.chat import ChatCore, make_chat_core
+from agent.chat import ChatCore, StreamEvent, make_chat_core
 from agent.logging_setup import setup_logging
 from agent.settings import Settings
 from agent.types import Audience, ChatReply, ChatRequest
@@ -37,6 +39,19 @@ def pooled_answer(request: ChatRequest) -> ChatReply:
     if _core is None:
         raise RuntimeError("this process was not started by answer_pool()")
     return _core.answer(request)
+
+
+def pooled_stream(request: ChatRequest, events: Queue[StreamEvent | BaseException | None]) -> None:
+    """Runs in a child process of the pool: the answer's stream events into `events` as they come (a manager's
+    queue, shared with the serving process), then None; a failure is put there too, for the caller to raise."""
+    if _core is None:
+        raise RuntimeError("this process was not started by answer_pool()")
+    try:
+        for event in _core.stream(request):
+            events.put(event)
+    except Exception as exc:
+        events.put(exc)
+    events.put(None)
 
 
 def answer_pool(settings: Settings, processes: int) -> ProcessPoolExecutor:

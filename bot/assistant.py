@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from multiprocessing.managers import SyncManager
+from queue import Queue
+from typing import Literal
 
 import redis
 
 from agent import keys
-from agent.chat import ChatCore, make_chat_core
+from agent.chat import ChatCore, StreamEvent, make_chat_core
 from agent.knowledge.formats import FORMATS, upload_problem
 from agent.learning import CuratedItem, LearningStore, parse_teach
 from agent.models.registry import tenant_registry
 from agent.settings import Settings
-from agent.types import TENANT_WIDE, Audience, ChatReply, ChatRequest, Route
+from agent.types import TENANT_WIDE, Audience, ChatReply, ChatRequest, Hit, Route
 from bot.limits import RateLimit
+from bot.suggestions import Suggestion, suggestions
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +78,34 @@ class Answer:
     """The id the 👍/👎 buttons carry."""
     links: dict[str, str] = field(default_factory=dict)
     """Document id -> where it was shared, for the sources that have one."""
+    streamed: str | None = None
+    """The text as it was streamed, when it was (its [n] are the numbers of `numbered`)."""
+    numbered: list[tuple[int, Hit]] = field(default_factory=list)
+    """The sources with the numbers the streamed text cites them by (empty: 1, 2, ... as in `reply.sources`)."""
 
     @property
     def route_label(self) -> str:
         return ROUTE_LABELS.get(self.reply.route, self.reply.route)
+
+    @property
+    def text(self) -> str:
+        """What the person was shown: the streamed text, or the reply's."""
+        return self.reply.text if self.streamed is None else self.streamed
+
+    @property
+    def sources(self) -> list[tuple[int, Hit]]:
+        """(number cited in `text`, passage)."""
+        return self.numbered or list(enumerate(self.reply.sources, 1))
+
+
+@dataclass(frozen=True)
+class AnswerEvent:
+    """A streamed answer as a surface sees it: "route" (what the bot is doing), "text" chunks, then "done"."""
+
+    kind: Literal["route", "text", "done"]
+    text: str = ""
+    route: Route | None = None
+    answer: Answer | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +126,7 @@ class Assistant:
         self.answer_pool = answer_pool
         """Child processes that compute answers (`bot.answer_pool`); None computes them in threads here."""
         self._core_lock = threading.Lock()
+        self._manager: SyncManager | None = None
         self._slots = asyncio.Semaphore(settings.answer_concurrency)
         self.redis: redis.Redis[bytes] = redis.Redis.from_url(settings.effective_redis_url)
         self.learning = LearningStore(self.redis, private_vote_retention_s=settings.vote_retention_days * 86400)
@@ -135,12 +165,95 @@ class Assistant:
                 from bot.answer_pool import pooled_answer
 
                 reply = await asyncio.get_running_loop().run_in_executor(self.answer_pool, pooled_answer, request)
+        return await self._remember(conv, text, reply)
+
+    async def _remember(self, conv: Conversation, question: str, reply: ChatReply) -> Answer:
+        """Keep the answer for votes (indexed by the documents it cites, so forgetting one forgets it too)."""
         sources = [(h.scope, h.doc_id) for h in reply.sources]
         answer_id = await asyncio.to_thread(
-            self.learning.remember_answer, conv.audience, text, reply.text, reply.route, sources
+            self.learning.remember_answer, conv.audience, question, reply.text, reply.route, sources
         )
         links = await asyncio.to_thread(self._links, conv.audience.tenant, sources)
         return Answer(reply, answer_id, links)
+
+    async def stream(
+        self, conv: Conversation, text: str, forced_route: Route | None = None
+    ) -> AsyncIterator[AnswerEvent]:
+        """The answer as it is produced (`ChatCore.stream`): the route, text chunks, then the whole `Answer`.
+
+        The core runs in a thread, or in an answer process (`answer_pool`) that puts its events in a manager's
+        queue; either way they reach the event loop as they come.
+        """
+        if not await asyncio.to_thread(self.question_limit.allow, _who(conv)):
+            limit = self.settings.questions_per_minute
+            refusal = ChatReply(TOO_MANY_QUESTIONS.format(limit=limit), "smalltalk", 1.0, "rate limited")
+            yield AnswerEvent("done", answer=Answer(refusal, ""))
+            return
+        request = ChatRequest(text=text, audience=conv.audience, user=conv.user, thread=conv.thread)
+        request.forced_route = forced_route
+        streamed: list[str] = []
+        numbered: list[tuple[int, Hit]] = []
+        reply: ChatReply | None = None
+        async with self._slots:
+            async for event in self._core_events(request):
+                if event.kind == "route":
+                    yield AnswerEvent("route", route=event.route)
+                elif event.kind == "text" and event.text:
+                    streamed.append(event.text)
+                    yield AnswerEvent("text", text=event.text)
+                elif event.kind == "sources":
+                    numbered = list(event.sources)
+                elif event.kind == "done":
+                    reply = event.reply
+        if reply is None:
+            raise RuntimeError("the answer stream ended without a reply")
+        answer = await self._remember(conv, text, reply)
+        answer.streamed, answer.numbered = "".join(streamed), numbered
+        yield AnswerEvent("done", answer=answer)
+
+    def _stream_queue(self) -> Queue[StreamEvent | BaseException | None]:
+        """A queue the answer processes can put to (a manager's, started on first use: one small process)."""
+        with self._core_lock:
+            if self._manager is None:
+                self._manager = multiprocessing.get_context("spawn").Manager()
+            return self._manager.Queue()
+
+    async def _core_events(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        loop = asyncio.get_running_loop()
+        if self.answer_pool is not None:
+            from bot.answer_pool import pooled_stream
+
+            events = await asyncio.to_thread(self._stream_queue)
+            done = loop.run_in_executor(self.answer_pool, pooled_stream, request, events)
+            while (event := await asyncio.to_thread(events.get)) is not None:
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+            await done
+            return
+        queue: asyncio.Queue[StreamEvent | BaseException | None] = asyncio.Queue()
+        stop = threading.Event()
+
+        def produce() -> None:
+            events: Iterator[StreamEvent] = self.core.stream(request)
+            try:
+                for event in events:
+                    loop.call_soon_threadsafe(queue.put_nowait, event)
+                    if stop.is_set():  # the surface gave up on this answer: stop generating
+                        break
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+            except BaseException as exc:  # handed to the event loop, raised there
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+
+        worker = asyncio.ensure_future(asyncio.to_thread(produce))
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            await asyncio.shield(worker)
 
     # --- deliveries, votes, links -------------------------------------------------------------------------
 
@@ -149,9 +262,9 @@ class Assistant:
         key = keys.seen_event(surface, event_id)
         return bool(self.redis.set(key, b"1", nx=True, ex=self.settings.dedup_window_s))
 
-    def vote(self, answer_id: str, user: str, helpful: bool) -> bool:
-        """Store a 👍/👎; False when the answer is unknown (expired, or a forged id)."""
-        return self.learning.vote(answer_id, user, helpful) is not None
+    def vote(self, answer_id: str, user: str, helpful: bool, comment: str = "") -> bool:
+        """Store a 👍/👎 (and what the voter wrote with it); False when the answer is unknown (expired, or forged)."""
+        return self.learning.vote(answer_id, user, helpful, comment) is not None
 
     def remember_link(self, audience: Audience, doc_id: str, url: str) -> None:
         """Where a document was shared, so that answers citing it can link there."""
@@ -163,6 +276,12 @@ class Assistant:
             return {}
         urls = self.redis.hmget(keys.shared_links(tenant), [f"{scope}\0{doc}" for scope, doc in sources])
         return {doc: url.decode() for (_, doc), url in zip(sources, urls, strict=True) if url}
+
+    async def suggestions(self, audience: Audience, language: str) -> list[Suggestion]:
+        """Questions to offer someone starting a conversation here (see `bot.suggestions`)."""
+        store = self.core.knowledge.store
+        docs = await asyncio.to_thread(store.list_documents, audience.tenant, audience.visible_scopes)
+        return await asyncio.to_thread(suggestions, self.learning, docs, audience, language)
 
     def is_admin(self, user: str) -> bool:
         return user in self.settings.admin_ids

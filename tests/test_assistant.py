@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 from uuid import uuid4
 
 import aiohttp
@@ -140,3 +141,31 @@ def test_downloads_refuse_login_pages_and_oversized_files_but_take_real_ones():
     with pytest.raises(DownloadError, match="limit"):
         asyncio.run(_serve_and_fetch("big.txt", b"y" * 5000, "text/plain", max_bytes=1000))
     assert asyncio.run(_serve_and_fetch("notes.txt", b"hello", "text/plain")) == b"hello"
+
+
+def test_answers_stream_from_an_answer_process_as_from_a_thread(services):
+    """`Assistant.stream` with answers computed in a child process (as the served bots run): the child's stream
+    events come back through a manager's queue; the same question in a thread streams the same answer."""
+    from agent.knowledge.ingest import ingest_bytes
+    from agent.knowledge.service import open_knowledge
+    from bot.answer_pool import answer_pool
+
+    tenant = f"asst-{uuid4().hex[:8]}"
+    knowledge = open_knowledge(services)
+    ingest_bytes(knowledge.store, knowledge.embeddings, Audience(tenant, "C-eng"), data=GUIDE, source="guide.md",
+                 max_bytes=10**7)  # fmt: skip
+    question = "Which port does the Zorblax gateway use for admin traffic?"
+
+    async def kinds(assistant: Assistant) -> tuple[list[str], Any]:
+        events = [e async for e in assistant.stream(_conv(tenant, "C-eng"), question)]
+        return [e.kind for e in events], events[-1].answer
+
+    pool = answer_pool(services, 1)
+    try:
+        pooled, answer = asyncio.run(kinds(Assistant(services, answer_pool=pool)))
+    finally:
+        pool.shutdown(wait=True)
+    threaded, same = asyncio.run(kinds(Assistant(services)))
+    assert pooled[0] == "route" and "text" in pooled and pooled[-1] == "done" and pooled == threaded
+    assert "7341" in answer.text and answer.text == same.text and answer.sources[0][1].doc_id == "guide.md"
+    assert answer.answer_id != same.answer_id  # each remembered for its votes

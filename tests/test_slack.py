@@ -21,7 +21,7 @@ from agent.chat import ChatCore, make_chat_core
 from bot.assistant import Assistant
 from bot.bench.fakes.slack_api import LocalSlack
 from bot.bench.fakes.slack_loopback import Loopback, loopback
-from bot.slack.blocks import VOTE_UP
+from bot.slack.blocks import FEEDBACK
 
 FIXTURES = Path(__file__).parent / "fixtures" / "slack"
 FACT = "The Quaxley turbine must be serviced every 417 operating hours by a certified engineer."
@@ -56,12 +56,30 @@ def _mention(team: str, channel: str, text: str, ts: str | None = None, **fields
 
 
 def _answers(slack: LocalSlack, thread: str) -> list[dict[str, Any]]:
-    return [a for a in slack.said("chat.postMessage") if a.get("thread_ts") == thread and a.get("blocks")]
+    """Finished answers in a thread, as a person sees them (streamed text + final blocks, or a posted message)."""
+    return slack.answers(thread)
 
 
 def _blocks_text(message: dict[str, Any]) -> str:
-    blocks = message["blocks"] if isinstance(message["blocks"], list) else json.loads(message["blocks"])
-    return json.dumps(blocks, ensure_ascii=False)
+    return str(message.get("text") or "") + json.dumps(message["blocks"], ensure_ascii=False)
+
+
+def _feedback(message: dict[str, Any]) -> dict[str, Any]:
+    (block,) = [b for b in message["blocks"] if b["type"] == "context_actions"]
+    (element,) = block["elements"]
+    assert element["type"] == "feedback_buttons" and element["action_id"] == FEEDBACK
+    return dict(element)
+
+
+def _click(team: str, channel: str, thread: str, value: str, user: str = "U0VOTER") -> dict[str, Any]:
+    """A click on a feedback button, shaped as Slack sends a block action (form-encoded `payload`)."""
+    click = _fixture("block_actions.json")
+    click.update(team={"id": team, "domain": "local"}, user={"id": user, "team_id": team})
+    click["channel"] = {"id": channel, "name": "chat"}
+    click["container"] = {"type": "message", "message_ts": "1.2", "channel_id": channel, "thread_ts": thread}
+    click["actions"] = [{"type": "feedback_buttons", "action_id": FEEDBACK, "block_id": "expertbot_feedback_x",
+                         "value": value, "action_ts": _ts()}]  # fmt: skip
+    return {"payload": json.dumps(click)}
 
 
 @pytest.fixture(scope="module")
@@ -113,12 +131,13 @@ def test_a_pdf_shared_in_a_private_channel_is_cited_there_only_and_votes_are_sto
         text = _blocks_text(answer)
         assert "417" in text and "from documents" in text and "handbook.pdf" in text
         assert f"https://local.slack.test/archives/C0PRIV/p{shared_ts.replace('.', '')}" in text
-        await slack.wait_for(lambda: bool(slack.said("reactions.remove")))
-        reactions = [(c.method, c.args.get("name")) for c in slack.calls if c.method.startswith("reactions")]
-        assert reactions == [
-            ("reactions.add", "hourglass_flowing_sand"),
-            ("reactions.remove", "hourglass_flowing_sand"),
-        ]
+        # Streamed into the thread (a channel: addressed to the asker), with the status shown while working.
+        (start,) = slack.said("chat.startStream")
+        assert start["thread_ts"] == ask_ts and start["recipient_user_id"] == "W222"
+        assert start["recipient_team_id"] and slack.said("chat.stopStream")
+        statuses = [s["status"] for s in slack.said("assistant.threads.setStatus") if s["thread_ts"] == ask_ts]
+        assert statuses == ["is searching the documents…", "is writing…"]
+        assert not slack.said("reactions.add")
 
         elsewhere_ts = _ts()
         await lb.post(_mention(team, "C0PUB", "docs: " + QUESTION, elsewhere_ts))
@@ -126,14 +145,8 @@ def test_a_pdf_shared_in_a_private_channel_is_cited_there_only_and_votes_are_sto
         assert "handbook.pdf" not in _blocks_text(_answers(slack, elsewhere_ts)[0])
         assert len([m for m in slack.said("chat.postMessage") if str(m.get("text")).startswith("Reading")]) == 1
 
-        buttons = next(b for b in json.loads(text) if b["type"] == "actions")["elements"]
-        answer_id = buttons[0]["value"]
-        click = _fixture("block_actions.json")
-        click.update(team={"id": team, "domain": "local"}, user={"id": "U0VOTER", "team_id": team})
-        click["channel"] = {"id": "C0PRIV", "name": "private"}
-        click["container"] = {"type": "message", "message_ts": "1.2", "channel_id": "C0PRIV", "thread_ts": ask_ts}
-        click["actions"][0].update(action_id=VOTE_UP, value=answer_id)
-        status_code, _ = await lb.post({"payload": json.dumps(click)}, form=True)
+        positive = _feedback(answer)["positive_button"]["value"]
+        status_code, _ = await lb.post(_click(team, "C0PRIV", ask_ts, positive), form=True)
         assert status_code == 200
         await slack.wait_for(lambda: bool(slack.said("chat.postEphemeral")))
         assert "Thanks" in slack.said("chat.postEphemeral")[0]["text"]
@@ -246,11 +259,11 @@ def test_thread_follow_ups_need_no_mention_and_bots_edits_and_strangers_are_igno
     async def scenario(lb: Loopback) -> None:
         slack = lb.slack
         slack.add_channel("C0THR")
-        slack.throttle["chat.postMessage"] = 1  # the first answer meets HTTP 429 and is sent after Retry-After
+        slack.throttle["chat.startStream"] = 1  # the first answer meets HTTP 429 and is sent after Retry-After
         root = _ts()
         await lb.post(_mention(team, "C0THR", "Hi! What do you do?", root))
         await slack.wait_for(lambda: bool(_answers(slack, root)))
-        assert slack.said("429:chat.postMessage")
+        assert slack.said("429:chat.startStream")
 
         def message(text: str, thread: str | None, **extra: Any) -> dict[str, Any]:
             fields = {"text": text, "channel": "C0THR", "channel_type": "channel", "ts": _ts(), **extra}
@@ -273,7 +286,7 @@ def test_thread_follow_ups_need_no_mention_and_bots_edits_and_strangers_are_igno
         await lb.post(message("Thanks! And who made you?", root))
         await slack.wait_for(lambda: len(_answers(slack, root)) == 2)
         await asyncio.sleep(1.0)
-        assert len([m for m in slack.said("chat.postMessage") if m.get("blocks")]) == 2
+        assert len(slack.answers()) == 2
 
     _run(assistant, scenario)
 
@@ -282,9 +295,13 @@ def test_the_manifest_asks_for_what_the_app_listens_to():
     manifest = yaml.safe_load((Path(__file__).parents[1] / "bot" / "slack" / "manifest.yaml").read_text())
     assert {c["command"] for c in manifest["features"]["slash_commands"]} == {"/ask", "/expert"}
     events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
-    assert events == {"app_mention", "file_shared", "message.channels", "message.groups", "message.im", "message.mpim"}
+    assert events == {"app_mention", "file_shared", "message.channels", "message.groups", "message.im", "message.mpim",
+                      "assistant_thread_started", "assistant_thread_context_changed"}  # fmt: skip
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
-    assert {"chat:write", "files:read", "reactions:write", "commands", "channels:read", "groups:read"} <= scopes
+    assert {"chat:write", "files:read", "commands", "channels:read", "groups:read", "assistant:write"} <= scopes
+    assert {"users:read"} <= scopes  # the asker's language (users.info with include_locale)
+    agent = manifest["features"]["assistant_view"]
+    assert agent["assistant_description"] and manifest["features"]["app_home"]["messages_tab_enabled"]
     assert manifest["settings"]["socket_mode_enabled"] and manifest["settings"]["interactivity"]["is_enabled"]
 
 
@@ -320,3 +337,143 @@ def test_socket_mode_receives_envelopes_acks_them_and_answers(assistant):
             await slack.stop()
 
     asyncio.run(main())
+
+
+# --- the agent view, streaming and its fallbacks ----------------------------------------------------------------
+
+
+def _thread_started(team: str, dm: str, thread: str, user: str, viewing: str | None) -> dict[str, Any]:
+    body = _fixture("assistant_thread_started.json")
+    body.update(team_id=team, event_id=f"Ev{uuid4().hex[:10].upper()}")
+    body["event"]["assistant_thread"].update(channel_id=dm, thread_ts=thread, user_id=user)
+    body["event"]["assistant_thread"]["context"] = {"channel_id": viewing, "team_id": team} if viewing else {}
+    return body
+
+
+def _dm(team: str, dm: str, thread: str, user: str, text: str) -> dict[str, Any]:
+    body = _event("message_im_assistant_thread.json", team, channel=dm, thread_ts=thread, user=user, text=text)
+    body["event"].update(ts=_ts(), team=team, user_team=team)
+    return body
+
+
+def test_the_agent_view_suggests_streams_with_status_and_stores_feedback_and_channel_documents_need_membership(
+    assistant,
+):
+    from agent.knowledge.ingest import ingest_bytes
+    from agent.learning import CuratedItem
+    from agent.types import Audience
+
+    team = f"T{uuid4().hex[:8].upper()}"
+    knowledge = assistant.core.knowledge
+    handbook = f"# Turbine Maintenance Handbook\n\n## Service\n\n{FACT}\n".encode()
+    audience = Audience(team, "C0VIEW")
+    ingest_bytes(knowledge.store, knowledge.embeddings, audience, data=handbook, source="handbook.md", max_bytes=10**7)
+    assistant.learning.add_curated(CuratedItem("term", "Quaxley", "A turbine.", team, "*", "test"))
+
+    async def scenario(lb: Loopback) -> None:
+        slack = lb.slack
+        slack.members["C0VIEW"] = ["U0MEMBER", "U0BOT"]
+        slack.locales["U0MEMBER"] = "de-DE"
+        thread = _ts()
+        assert (await lb.post(_thread_started(team, "D0MEMBER", thread, "U0MEMBER", "C0VIEW")))[0] == 200
+        await slack.wait_for(lambda: bool(slack.said("assistant.threads.setSuggestedPrompts")))
+        (offer,) = slack.said("assistant.threads.setSuggestedPrompts")
+        assert offer["channel_id"] == "D0MEMBER" and offer["thread_ts"] == thread
+        messages = [p["message"] for p in offer["prompts"]]
+        assert messages[0] == "Was bedeutet Quaxley?"  # a term taught here, in the asker's language
+        assert "Was sind die wichtigsten Punkte in Turbine Maintenance Handbook?" in messages  # the viewed channel's
+        assert len(messages) <= 4 and all(p["title"] for p in offer["prompts"])
+
+        await lb.post(_dm(team, "D0MEMBER", thread, "U0MEMBER", QUESTION))
+        await slack.wait_for(lambda: bool(_answers(slack, thread)))
+        (answer,) = _answers(slack, thread)
+        assert "417" in answer["text"] and "handbook.md" in _blocks_text(answer)  # streamed, then sources
+        assert [c.method for c in slack.calls if c.method.endswith("Stream")][:1] == ["chat.startStream"]
+        assert slack.said("chat.stopStream")[-1]["blocks"] == answer["blocks"]
+        (title,) = slack.said("assistant.threads.setTitle")
+        assert title["title"] == QUESTION and title["thread_ts"] == thread
+        statuses = [s["status"] for s in slack.said("assistant.threads.setStatus")]
+        assert statuses == ["is searching the documents…", "is writing…"]
+        negative = _feedback(answer)["negative_button"]["value"]
+        assert (await lb.post(_click(team, "D0MEMBER", thread, negative, user="U0MEMBER"), form=True))[0] == 200
+        await slack.wait_for(lambda: bool(slack.said("chat.postEphemeral")))
+
+        # Someone who is not in the channel asks the same while viewing it: its documents stay out.
+        other = _ts()
+        await lb.post(_thread_started(team, "D0STRANGER", other, "U0STRANGER", "C0VIEW"))
+        await lb.post(_dm(team, "D0STRANGER", other, "U0STRANGER", "docs: " + QUESTION))
+        await slack.wait_for(lambda: bool(_answers(slack, other)))
+        assert "417" not in _answers(slack, other)[0]["text"]
+        strangers = [o for o in slack.said("assistant.threads.setSuggestedPrompts") if o["channel_id"] == "D0STRANGER"]
+        assert strangers and "Turbine" not in json.dumps(strangers[0]["prompts"])
+
+    _run(assistant, scenario)
+    (vote,) = assistant.learning.votes(team)
+    assert vote.user == "U0MEMBER" and vote.helpful is False
+
+
+def test_a_refused_or_expired_stream_and_a_workflow_message_still_get_the_whole_answer(assistant):
+    team = f"T{uuid4().hex[:8].upper()}"
+
+    async def scenario(lb: Loopback) -> None:
+        slack = lb.slack
+        slack.add_channel("C0FALL")
+        ask = "Hello! Who are you and what can you do for me in this workspace?"
+
+        slack.refuse_streams = "feature_not_enabled"  # streaming refused at the start: posted, then updated
+        refused = _ts()
+        await lb.post(_mention(team, "C0FALL", ask, refused))
+        await slack.wait_for(lambda: bool(_answers(slack, refused)))
+        (final,) = _answers(slack, refused)
+        assert final["state"] == "posted" and _feedback(final)
+        assert not [m for m in slack.messages.values() if m["state"] == "streaming"]
+
+        slack.refuse_streams, slack.stream_limit_s = None, 0.0  # the stream ends before it is stopped
+        expired = _ts()
+        await lb.post(_mention(team, "C0FALL", ask, expired))
+        await slack.wait_for(lambda: bool(_answers(slack, expired)))
+        (final,) = _answers(slack, expired)
+        assert final["state"] == "posted" and _feedback(final)  # chat.update on the stream's own message
+        started = [m for m in slack.said("chat.startStream") if m["thread_ts"] == expired]
+        assert len(started) == 1 and not [m for m in slack.said("chat.postMessage") if m.get("thread_ts") == expired]
+
+        slack.stream_limit_s = 300.0
+        calls = len(slack.said("chat.startStream"))
+        workflow = _ts()
+        await lb.post(_mention(team, "C0FALL", ask, workflow, bot_id="B0WORKFLOW"))  # Slack streams to people only
+        await slack.wait_for(lambda: bool(_answers(slack, workflow)))
+        assert len(slack.said("chat.startStream")) == calls and _feedback(_answers(slack, workflow)[0])
+        first = next(m for m in slack.said("chat.postMessage") if m.get("thread_ts") == workflow)
+        assert first["text"] and not first.get("blocks")  # the text first, then the update with the blocks
+
+    _run(assistant, scenario)
+
+
+class _FailingMidAnswer(Assistant):
+    """Fault injection: the answer fails after part of it was streamed."""
+
+    async def stream(self, *args: Any, **kwargs: Any) -> Any:
+        from bot.assistant import AnswerEvent
+
+        yield AnswerEvent("route", route="retrieve")
+        yield AnswerEvent("text", text="The Quaxley turbine must be serviced every " * 8)
+        raise RuntimeError("the generator fell over")
+
+
+def test_an_answer_failing_mid_stream_ends_its_own_message_with_the_apology(services):
+    broken = _FailingMidAnswer(services)
+    team = f"T{uuid4().hex[:8].upper()}"
+
+    async def scenario(lb: Loopback) -> None:
+        slack = lb.slack
+        slack.add_channel("C0FAIL")
+        ts = _ts()
+        await lb.post(_mention(team, "C0FAIL", QUESTION, ts))
+        await slack.wait_for(lambda: any(m.get("state") == "stopped" for m in slack.messages.values()))
+        (message,) = [m for m in slack.messages.values() if m.get("thread_ts") == ts]
+        assert message["text"].startswith("The Quaxley turbine") and "Sorry, I could not finish" in message["text"]
+        assert "fell over" not in message["text"]
+        assert not [m for m in slack.said("chat.postMessage") if m.get("thread_ts") == ts]
+        await slack.wait_for(lambda: bool(slack.said("reactions.add")))
+
+    _run(broken, scenario)

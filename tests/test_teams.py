@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import json
 import logging
 import time
@@ -24,7 +25,7 @@ from aiohttp import web
 from agent.types import Audience
 from bot.assistant import Assistant
 from bot.bench.fakes.bot_connector import LoopbackConnector, Sent
-from bot.teams.app import create_app
+from bot.teams.app import ENDPOINT, create_app
 
 FIXTURES = Path(__file__).parent / "fixtures" / "teams"
 GUIDE = b"# Zorblax Guide\n\n## Ports\n\nThe Zorblax gateway listens on port 7341 for admin traffic.\n"
@@ -71,12 +72,31 @@ class Teams:
         await self.connector.wait_for(found, timeout_s)
         return next(s for s in self.connector.messages(conversation) if match(s))
 
+    async def seen(self, conversation: str, match: Callable[[Sent], bool], timeout_s: float = 60) -> Sent:
+        """The first post or edit in the conversation that matches (edits: progress lines)."""
+
+        def mine() -> list[Sent]:
+            return [s for s in self.connector.sent if s.conversation == conversation]
+
+        await self.connector.wait_for(lambda _: any(match(s) for s in mine()), timeout_s)
+        return next(s for s in mine() if match(s))
+
+
+def final_answer(sent: Sent) -> bool:
+    """An answer as Teams shows an AI app's message (AI label, citations), streamed or not."""
+    return sent.ai_generated
+
 
 @asynccontextmanager
-async def teams_endpoint(assistant: Assistant, tenant: str) -> AsyncIterator[Teams]:
-    connector = LoopbackConnector()
+async def teams_endpoint(
+    assistant: Assistant, tenant: str, connector: LoopbackConnector | None = None, stream_every_s: float | None = None
+) -> AsyncIterator[Teams]:
+    connector = connector or LoopbackConnector()
     await connector.start()
-    runner = web.AppRunner(create_app(assistant.settings, assistant=assistant))
+    app = create_app(assistant.settings, assistant=assistant)
+    if stream_every_s is not None:
+        app[ENDPOINT].bot.stream_every_s = stream_every_s
+    runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -141,11 +161,11 @@ def shared_guide(assistant) -> SharedGuide:
             message = teams.activity("message_personal.json", text="", conversation=personal, attachments=[attachment])
             status, _, _ = await teams.post(message)
             # Generous: in the full suite, the session worker may still be busy with earlier tests' jobs.
-            done = await teams.reply(personal, lambda s: "guide.md is" in s.text or "could not" in s.text, 180)
+            done = await teams.seen(personal, lambda s: "guide.md is" in s.text or "could not" in s.text, 180)
             assert "guide.md is ready" in done.text, done.text
             ask = teams.activity("message_personal.json", text=f"ask {QUESTION}", conversation=personal)
             await teams.post(ask)
-            answer = await teams.reply(personal, lambda s: s.card is not None, 120)
+            answer = await teams.reply(personal, final_answer, 120)
             return SharedGuide(tenant, personal, list(teams.connector.sent), status, answer)
 
     return asyncio.run(scenario())
@@ -154,45 +174,48 @@ def shared_guide(assistant) -> SharedGuide:
 def test_a_file_sent_in_a_personal_chat_is_fetched_ingested_and_confirmed_proactively(shared_guide):
     assert shared_guide.status == 201  # the turn only acknowledged; the work replied later
     said = [s for s in shared_guide.recording if s.conversation == shared_guide.personal]
-    assert said[0].kind == "post" and said[0].text.startswith("Downloading guide.md")
+    assert said[0].kind == "post" and said[0].text.startswith("Downloading guide.md") and said[0].reply_to
     ready = next(s for s in said if "guide.md is ready" in s.text)
-    assert "passages" in ready.text and ready.reply_to  # a reply in the chat, not a new conversation
+    assert "passages" in ready.text and ready.kind == "update"  # one message per file, edited to the outcome
     updates = [s for s in said if s.kind == "update"]
-    assert all(u.activity_id == said[0].activity_id for u in updates)  # progress edits the first line
+    assert all(u.activity_id == said[0].activity_id for u in updates)
+    assert not [s for s in said if s.kind == "post" and "guide.md is" in s.text]
 
 
-def test_a_personal_question_is_answered_with_a_card_citing_its_source(shared_guide):
-    card = shared_guide.answer.card
-    assert card is not None and card["type"] == "AdaptiveCard"
-    text = card_text(card)
-    assert "7341" in text and "Route: from documents" in text
-    assert "1. Zorblax Guide › Ports ([guide.md](https://contoso.sharepoint.com/" in text
-    votes = [a for a in card["actions"] if a["type"] == "Action.Execute" and a["verb"] == "feedback"]
-    assert [v["data"]["helpful"] for v in votes] == [True, False]
-    typing = [s for s in shared_guide.recording if s.type == "typing"]
-    assert typing, "a typing indicator is sent while working"
+def test_a_personal_question_streams_then_ends_with_citations_the_ai_label_and_the_feedback_loop(shared_guide):
+    said = [s for s in shared_guide.recording if s.conversation == shared_guide.personal]
+    asked = next(i for i, s in enumerate(said) if s.stream_type == "informative")
+    streamed = said[asked:]
+    assert streamed[0].text == "Searching the documents…" and streamed[0].type == "typing"
+    final = shared_guide.answer
+    assert final.stream_type == "final" and final.activity_id == streamed[0].activity_id  # the stream's message
+    assert final.entity("streaminfo") == {"type": "streaminfo", "streamType": "final", "streamId": final.activity_id}
+    assert "7341" in final.text and "[1]" in final.text and "from documents" in final.text
+    assert final.ai_generated and final.feedback_loop and final.card is None  # no card where Teams draws it all
+    first = final.citations[0]
+    assert first["position"] == 1 and first["appearance"]["name"] == "Zorblax Guide › Ports"
+    assert first["appearance"]["url"].startswith("https://contoso.sharepoint.com/")
+    assert "7341" in first["appearance"]["abstract"]
+    assert all(len(c["appearance"]["name"]) <= 80 and len(c["appearance"]["abstract"]) <= 160 for c in final.citations)
 
 
-def test_a_feedback_invoke_is_stored(assistant, shared_guide):
-    answer_id = shared_guide.answer.card["actions"][1]["data"]["answer_id"]  # 👎
+def test_teams_feedback_is_stored_as_a_vote_with_its_comment(assistant, shared_guide):
+    message_id = shared_guide.answer.activity_id
 
-    async def scenario() -> tuple[int, Any, int, Any]:
+    async def scenario() -> list[tuple[int, Any]]:
         async with teams_endpoint(assistant, shared_guide.tenant) as teams:
-            invoke = teams.activity("invoke_adaptive_card_action.json", conversation=shared_guide.personal)
-            invoke["value"]["action"]["data"] = {"answer_id": answer_id, "helpful": False}
-            first = await teams.post(invoke)
-            forged = teams.activity("invoke_adaptive_card_action.json", conversation=shared_guide.personal)
-            forged["value"]["action"]["data"] = {"answer_id": "no-such-answer", "helpful": True}
-            second = await teams.post(forged)
-            return first[0], first[1], second[0], second[1]
+            # The invoke as Teams' docs show it (name, value), in a personal chat's activity, replying to the answer.
+            invoke = teams.activity("message_personal.json", conversation=shared_guide.personal, text=None)
+            invoke.update(type="invoke", name="message/submitAction", replyToId=message_id)
+            comment = json.dumps({"feedbackText": "The port is for admins only."})
+            invoke["value"] = {"actionName": "feedback", "actionValue": {"reaction": "dislike", "feedback": comment}}
+            stranger = {**invoke, "id": uuid4().hex, "replyToId": "not-an-answer"}
+            return [(await teams.post(invoke))[:2], (await teams.post(stranger))[:2]]
 
-    status, body, forged_status, forged_body = asyncio.run(scenario())
-    assert status == 200 and body["statusCode"] == 200 and "not helpful" in body["value"]
-    votes = assistant.learning.votes(shared_guide.tenant)
-    assert [(v.answer_id, v.helpful, v.user) for v in votes] == [
-        (answer_id, False, "5d1c1a3e-7c0b-4d5e-9a51-6a1e4f3b2c10")
-    ]
-    assert forged_status == 200 and "too old" in forged_body["value"]
+    assert asyncio.run(scenario()) == [(200, None), (200, None)]  # 200 and no content (botbuilder writes `null`)
+    (vote,) = [v for v in assistant.learning.votes(shared_guide.tenant) if v.comment]
+    assert not vote.helpful and vote.comment == "The port is for admins only."
+    assert vote.user == "5d1c1a3e-7c0b-4d5e-9a51-6a1e4f3b2c10"
 
 
 def test_a_document_shared_in_one_conversation_is_never_cited_in_another(assistant, shared_guide):
@@ -208,12 +231,12 @@ def test_a_document_shared_in_one_conversation_is_never_cited_in_another(assista
                 conversation=f"{channel};messageid=42",
             )
             await teams.post(in_channel)
-            a = await teams.reply(other_chat, lambda s: s.card is not None)
-            b = await teams.reply(f"{channel};messageid=42", lambda s: s.card is not None)
+            a = await teams.reply(other_chat, final_answer)
+            b = await teams.reply(f"{channel};messageid=42", final_answer)
             return a, b
 
     for sent in asyncio.run(scenario()):
-        text = card_text(sent.card or {})
+        text = sent.text + card_text(sent.card or {"body": []}) + json.dumps(sent.citations)
         assert "guide.md" not in text and "7341" not in text
 
 
@@ -239,12 +262,49 @@ def test_a_channel_mention_is_answered_with_the_mention_stripped(assistant):
             return card, docs, len(teams.connector.messages(thread))
 
     card, docs, count = asyncio.run(scenario())
+    # A channel gets one message (no stream): the text, the citations and AI label, and the card with the route,
+    # the sources and the vote buttons, since Teams draws no citations or feedback buttons in channels.
+    assert card.stream_type is None and card.ai_generated and not card.feedback_loop
+    assert "Route:" in card_text(card.card or {}) and card.text
     answer_id = (card.card or {})["actions"][0]["data"]["answer_id"]
     record = assistant.learning.answer(answer_id)
     assert record is not None and record.question == "What is a Zorblax?"
     assert record.tenant == tenant and record.scope == thread.split(";")[0]  # the channel, not the thread
     assert card.reply_to == "1700000000101-q" and docs.reply_to == "1700000000101-d"  # replies in the thread
     assert count == 2  # the message without a mention got no answer
+
+
+def test_a_channel_question_gets_one_message_with_citations_and_the_card(assistant):
+    from agent.knowledge.ingest import ingest_bytes
+
+    tenant = f"teams-{uuid4().hex[:8]}"
+    channel = f"19:{uuid4().hex}@thread.tacv2"
+    knowledge = assistant.core.knowledge
+    audience = Audience(tenant, channel)
+    ingest_bytes(knowledge.store, knowledge.embeddings, audience, data=GUIDE, source="guide.md", max_bytes=10**7)
+    assistant.remember_link(audience, "guide.md", "https://contoso.sharepoint.com/sites/ops/guide.md")
+
+    async def scenario() -> tuple[list[Sent], list[Any]]:
+        async with teams_endpoint(assistant, tenant) as teams:
+            thread = f"{channel};messageid=1700000000202"
+            question = f"<at>Expert</at> {QUESTION}"
+            act = teams.activity("message_channel_mention.json", text=question, conversation=thread)
+            await teams.post(act)
+            await teams.reply(thread, final_answer)
+            await asyncio.sleep(0.5)
+            return [s for s in teams.connector.sent if s.conversation == thread], teams.connector.refused
+
+    said, refused = asyncio.run(scenario())
+    assert not [s for s in said if s.stream_type] and not refused  # channels are not streamed
+    (answer,) = [s for s in said if s.type == "message"]
+    assert "7341" in answer.text and "[1]" in answer.text and answer.ai_generated and not answer.feedback_loop
+    (citation,) = answer.citations[:1]
+    assert citation["appearance"]["url"] == "https://contoso.sharepoint.com/sites/ops/guide.md"
+    assert "1. Zorblax Guide › Ports ([guide.md](https://contoso.sharepoint.com/sites/ops/guide.md))" in card_text(
+        answer.card or {}
+    )
+    votes = [a for a in (answer.card or {})["actions"] if a["type"] == "Action.Execute" and a["verb"] == "feedback"]
+    assert [v["data"]["helpful"] for v in votes] == [True, False]
 
 
 def test_a_file_in_a_channel_gets_an_explanation_instead(assistant):
@@ -345,8 +405,9 @@ def test_bad_bodies_get_a_clear_4xx(assistant):
 class _BrokenAssistant(Assistant):
     """Fault injection: the chat core fails mid-answer, the dedup store fails mid-turn."""
 
-    async def answer(self, *args: Any, **kwargs: Any) -> Any:
+    async def stream(self, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("the chat core exploded")
+        yield  # an async generator, as Assistant.stream is
 
     def first_delivery(self, surface: str, event_id: str) -> bool:
         if event_id.endswith("|turn-fails"):
@@ -507,7 +568,7 @@ def test_a_slow_answer_is_preceded_by_an_acknowledgement(assistant):
 
     async def scenario() -> list[Sent]:
         async with teams_endpoint(slow, "teams-slow") as teams:
-            act = teams.activity("message_personal.json", text="What does the Zorblax gateway do?")
+            act = teams.activity("message_channel_mention.json", text="<at>Expert</at> What does the Zorblax do?")
             await teams.post(act)
             await teams.reply(act["conversation"]["id"], lambda s: s.card is not None)
             return teams.connector.messages(act["conversation"]["id"])
@@ -547,3 +608,86 @@ def test_the_bot_framework_emulator_is_answered_without_credentials(assistant):
     status, reply, welcome_status = asyncio.run(scenario())
     assert status == 201 and welcome_status == 201
     assert reply.activity["recipient"]["id"] == "e8b3f1a0-user"
+
+
+# --- streaming in personal chats --------------------------------------------------------------------------------
+
+
+def _token_streaming_assistant(assistant: Assistant, tenant: str, chat: str) -> Assistant:
+    """The chat core with a generator that streams its answer word by word (as a served model does), over a
+    chat that holds guide.md."""
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    from agent.chat import ChatCore
+    from agent.knowledge.ingest import ingest_bytes
+
+    class SlowTokens(GenericFakeChatModel):
+        def _stream(self, *args: Any, **kwargs: Any) -> Any:
+            for chunk in super()._stream(*args, **kwargs):
+                time.sleep(0.04)
+                yield chunk
+
+    answer = AIMessage("The Zorblax gateway listens on port 7341 for admin traffic [1].")
+    knowledge = assistant.core.knowledge
+    audience = Audience(tenant, chat)
+    ingest_bytes(knowledge.store, knowledge.embeddings, audience, data=GUIDE, source="guide.md", max_bytes=10**7)
+    core = ChatCore(knowledge, llm=SlowTokens(messages=itertools.cycle([answer])))
+    return Assistant(assistant.settings, core=core)
+
+
+def test_a_personal_answer_streams_informative_then_growing_chunks_then_the_final_message(assistant):
+    tenant, chat = f"teams-{uuid4().hex[:8]}", f"a:{uuid4().hex}"
+    streaming = _token_streaming_assistant(assistant, tenant, chat)
+
+    async def scenario() -> tuple[list[Sent], list[Any]]:
+        connector = LoopbackConnector(min_interval_s=0.0)
+        async with teams_endpoint(streaming, tenant, connector, stream_every_s=0.0) as teams:
+            await teams.post(teams.activity("message_personal.json", text=f"docs: {QUESTION}", conversation=chat))
+            await teams.reply(chat, final_answer)
+            return [s for s in connector.sent if s.conversation == chat], connector.refused
+
+    said, refused = asyncio.run(scenario())
+    assert refused == []  # every request followed the protocol
+    stream = [s for s in said if s.stream_type]
+    kinds = [s.stream_type for s in stream]
+    assert kinds[0] == "informative" and kinds[-1] == "final" and kinds.count("streaming") >= 3
+    sequences = [(s.entity("streaminfo") or {})["streamSequence"] for s in stream[:-1]]
+    assert sequences == list(range(1, len(stream)))
+    texts = [s.text for s in stream if s.stream_type == "streaming"]
+    assert all(b.startswith(a) for a, b in itertools.pairwise(texts)) and "7341" in texts[-1]
+    final = stream[-1]
+    assert final.type == "message" and "7341" in final.text and final.citations[0]["position"] == 1
+    assert {(s.entity("streaminfo") or {}).get("streamId") for s in stream[1:]} == {stream[0].activity_id}
+
+
+def test_one_stream_per_chat_and_a_stream_past_its_time_still_deliver_every_answer(assistant):
+    tenant, chat = f"teams-{uuid4().hex[:8]}", f"a:{uuid4().hex}"
+    streaming = _token_streaming_assistant(assistant, tenant, chat)
+
+    async def two_at_once() -> tuple[list[Sent], list[Any]]:
+        connector = LoopbackConnector(min_interval_s=0.0)
+        async with teams_endpoint(streaming, tenant, connector, stream_every_s=0.0) as teams:
+            questions = [teams.activity("message_personal.json", text=f"docs: {q}", conversation=chat)
+                         for q in (QUESTION, "Which port does the Zorblax gateway listen on?")]  # fmt: skip
+            await asyncio.gather(*(teams.post(q) for q in questions))
+            await connector.wait_for(lambda _: len([s for s in connector.messages(chat) if s.ai_generated]) == 2, 60)
+            return [s for s in connector.sent if s.conversation == chat], connector.refused
+
+    said, refused = asyncio.run(two_at_once())
+    starts = [s for s in said if s.stream_type and "streamId" not in (s.entity("streaminfo") or {})]
+    assert refused == [] and len(starts) == 1
+    finals = [s for s in said if s.ai_generated]
+    assert sorted(str(s.stream_type) for s in finals) == ["None", "final"]  # the second was sent whole
+
+    async def too_slow() -> tuple[list[Sent], list[Any]]:
+        connector = LoopbackConnector(min_interval_s=0.0, stream_limit_s=0.2)  # Teams' 2 minutes, shortened
+        async with teams_endpoint(streaming, tenant, connector, stream_every_s=0.0) as teams:
+            await teams.post(teams.activity("message_personal.json", text=f"docs: {QUESTION}", conversation=chat))
+            await teams.reply(chat, final_answer)
+            return [s for s in connector.sent if s.conversation == chat], connector.refused
+
+    said, refused = asyncio.run(too_slow())
+    assert refused and "exceeded streaming time" in refused[0][1]
+    (answer,) = [s for s in said if s.ai_generated]
+    assert answer.stream_type is None and "7341" in answer.text  # sent as a new message

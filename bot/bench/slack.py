@@ -80,7 +80,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _answered(slack: LocalSlack) -> list[float]:
-    return [c.at for c in slack.calls if c.method == "chat.postMessage" and c.args.get("blocks")]
+    """When each answer was finished: a stopped stream, or a posted or edited message with the answer's blocks."""
+    finals = ("chat.stopStream", "chat.postMessage", "chat.update")
+    return [c.at for c in slack.calls if c.method in finals and c.args.get("blocks")]
 
 
 # --- the load benchmark ---------------------------------------------------------------------------------------
@@ -265,7 +267,7 @@ async def _duplicates(settings: Settings, n: int) -> dict[str, Any]:
         while len(_answered(a.slack)) + len(_answered(b.slack)) < n and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         await asyncio.sleep(1.0)  # room for a wrong second answer to arrive
-        posts = [m for lb in (a, b) for m in lb.slack.said("chat.postMessage") if m.get("blocks")]
+        posts = [m for lb in (a, b) for m in lb.slack.answers()]
     threads = [m.get("thread_ts") for m in posts]
     answered_once = len(set(threads)) == len(threads) == n
     return {

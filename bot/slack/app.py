@@ -5,7 +5,9 @@ their listener runs; commands and buttons ack first and work after), deliveries 
 deduplicated by event id in Redis (so Slack's retries and a second bot process see the same record), Web API
 calls back off on HTTP 429, and every failure reaches the user as one short line and the log in full.
 
-Audience: tenant = workspace (team id), scope = channel id; conversation memory = channel + thread ts.
+Audience: tenant = workspace (team id), scope = channel id; conversation memory = channel + thread ts. In the
+bot's own chat (Slack's agent view), the channel the person is viewing adds its documents if they are a member
+(`bot.slack.context`). Answers stream into the thread (`bot.slack.streaming`).
 """
 
 from __future__ import annotations
@@ -30,20 +32,20 @@ from agent.settings import Settings
 from agent.types import Audience
 from bot.assistant import Assistant, Conversation
 from bot.downloads import DownloadError
-from bot.slack.audience import scope_for
-from bot.slack.blocks import VOTE_DOWN, VOTE_UP, answer_blocks, answer_fallback, escape
+from bot.slack.agent_view import AgentView, team_of
+from bot.slack.blocks import FEEDBACK, VOTE_DOWN, VOTE_UP, answer_blocks, answer_fallback, escape, read_feedback
+from bot.slack.context import SlackContext
 from bot.slack.escaping import make_client as make_client
 from bot.slack.files import fetch_shared_file
+from bot.slack.streaming import SEARCHING, WRITING, SlackReply, streamable
 
 log = logging.getLogger(__name__)
 
-WORKING = "hourglass_flowing_sand"
 FAILED = "warning"
 THREAD_TTL_S = 30 * 24 * 3600
 HANDLED_SUBTYPES = (None, "file_share", "thread_broadcast")
 """Message subtypes that are a person writing; edits, deletions, joins and bot messages are not."""
 MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
-PRIVATE_TYPES = frozenset({"im", "mpim", "group", "private_channel"})
 
 
 def question_text(text: str) -> str:
@@ -51,7 +53,7 @@ def question_text(text: str) -> str:
     return MENTION.sub(" ", text).strip()
 
 
-class SlackBot:
+class SlackBot(AgentView):
     """One per process: the bolt app, its listeners, and the state they share (HTTP session, privacy cache)."""
 
     def __init__(self, settings: Settings, assistant: Assistant, *, client: AsyncWebClient | None = None) -> None:
@@ -71,7 +73,7 @@ class SlackBot:
             request_verification_enabled=verify,
             process_before_response=False,
         )
-        self._private, self._ext_shared = dict[str, bool](), dict[str, bool]()  # per channel, from conversations.info
+        self.context = SlackContext(self.client, assistant.redis)
         self._register()
 
     def _register(self) -> None:
@@ -79,9 +81,11 @@ class SlackBot:
         app.event("app_mention")(self.on_mention)
         app.event("message")(self.on_message)
         app.event("file_shared")(self.on_file_shared)
+        app.event("assistant_thread_started")(self.on_thread_started)
+        app.event("assistant_thread_context_changed")(self.on_context_changed)
         app.command("/ask")(self.on_ask)
         app.command("/expert")(self.on_expert)
-        app.action(re.compile(f"^({VOTE_UP}|{VOTE_DOWN})$"))(self.on_vote)
+        app.action(re.compile(f"^({FEEDBACK}|{VOTE_UP}|{VOTE_DOWN})$"))(self.on_vote)
         app.error(self.on_error)
         app.middleware(self._request_id)
 
@@ -110,7 +114,7 @@ class SlackBot:
     # --- events ---------------------------------------------------------------------------------------------
 
     async def on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        team = _team(body)
+        team = team_of(body)
         if event.get("files"):
             if await self._first_delivery(body):
                 await self._share_files(team, event)
@@ -120,7 +124,7 @@ class SlackBot:
     async def on_message(self, body: dict[str, Any], event: dict[str, Any], context: dict[str, Any]) -> None:
         if event.get("bot_id") or event.get("subtype") not in HANDLED_SUBTYPES:
             return  # other bots (bolt already drops our own), edits, deletions, joins
-        team, text = _team(body), str(event.get("text") or "")
+        team, text = team_of(body), str(event.get("text") or "")
         bot_user = context.get("bot_user_id")
         direct = event.get("channel_type") == "im"
         mentioned = bool(bot_user) and f"<@{bot_user}" in text
@@ -143,7 +147,7 @@ class SlackBot:
         channel, file_id = event.get("channel_id"), event.get("file_id") or (event.get("file") or {}).get("id")
         if channel and file_id:
             user = str(event.get("user_id") or "")
-            await self._share(_team(body), channel, None, None, user, str(file_id))
+            await self._share(team_of(body), channel, None, None, user, str(file_id))
 
     async def _answer_event(self, body: dict[str, Any], team: str, event: dict[str, Any], text: str) -> None:
         """Queue the question; the duplicate check is the first thing a worker does with it."""
@@ -166,24 +170,35 @@ class SlackBot:
                 self._questions.task_done()
 
     async def _answer_now(self, team: str, event: dict[str, Any], text: str) -> None:
+        """Status, then the answer streamed into the thread (or posted then updated), with sources and feedback."""
         channel, ts = event["channel"], event["ts"]
         thread = event.get("thread_ts") or ts
+        user = str(event.get("user") or "")
+        reply: SlackReply | None = None
         try:
-            conv = await self._conversation(team, channel, thread, str(event.get("user") or ""), event)
+            conv = await self._conversation(team, channel, thread, user, event)
             if not text:
                 await self._post(channel, thread, await self.assistant.command(conv, "help"))
                 return
-            await self._react("reactions_add", channel, ts, WORKING)
-            try:
-                answer = await self.assistant.answer(conv, text)
-                await self.client.chat_postMessage(
-                    channel=channel, thread_ts=thread, text=answer_fallback(answer), blocks=answer_blocks(answer)
-                )
-                await asyncio.to_thread(self._mark_thread, team, channel, thread)
-            finally:
-                await self._react("reactions_remove", channel, ts, WORKING)
+            first_in_own_chat = event.get("channel_type") == "im" and event.get("thread_ts")
+            if first_in_own_chat and not await self._in_thread(team, channel, thread):
+                await self._title(channel, thread, text)  # the first question names the thread
+            recipient_team = str(event.get("user_team") or event.get("team") or team)
+            reply = SlackReply(self.client, channel, thread, team=recipient_team, user=user, stream=streamable(event))
+            await reply.status(SEARCHING)
+            async for step in self.assistant.stream(conv, text):
+                if step.kind == "route":
+                    await reply.status(WRITING)
+                elif step.kind == "text":
+                    await reply.append(step.text)
+                elif step.answer is not None:
+                    await reply.finish(step.answer)
+            await asyncio.to_thread(self._mark_thread, team, channel, thread)
         except Exception as exc:
-            await self._report(exc, "answer that", channel, thread)
+            if reply is not None and await reply.abort(_sorry(exc, "finish this answer")):
+                log.exception("could not answer in %s", channel, exc_info=exc)
+            else:
+                await self._report(exc, "answer that", channel, thread)
             await self._react("reactions_add", channel, ts, FAILED)
 
     # --- shared files ---------------------------------------------------------------------------------------
@@ -278,8 +293,8 @@ class SlackBot:
         channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
         thread = (body.get("container") or {}).get("thread_ts")
         try:
-            helpful = action.get("action_id") == VOTE_UP
-            stored = await asyncio.to_thread(self.assistant.vote, str(action.get("value") or ""), user, helpful)
+            answer_id, helpful = read_feedback(action) or ("", False)
+            stored = bool(answer_id) and await asyncio.to_thread(self.assistant.vote, answer_id, user, helpful)
             text = (
                 "Thanks, noted: your feedback teaches the domain model."
                 if stored
@@ -300,7 +315,7 @@ class SlackBot:
         event_id = body.get("event_id")
         if not event_id:
             return True
-        first = await asyncio.to_thread(self.assistant.first_delivery, "slack", f"{_team(body)}:{event_id}")
+        first = await asyncio.to_thread(self.assistant.first_delivery, "slack", f"{team_of(body)}:{event_id}")
         if not first:
             log.info("dropping a redelivery of %s", event_id)
         return first
@@ -318,32 +333,17 @@ class SlackBot:
     async def _conversation(
         self, team: str, channel: str, thread: str, user: str, event: dict[str, Any] | None
     ) -> Conversation:
-        private = await self._is_private(channel, (event or {}).get("channel_type"))
-        scope = scope_for(team, channel, event, self._ext_shared.get(channel, False))
-        return Conversation("slack", Audience(team, scope), f"{channel}:{thread}", user, private)
+        channel_type = (event or {}).get("channel_type")
+        private = await self.context.is_private(channel, channel_type)
+        audience = await self.context.audience(team, channel, thread, user, channel_type, event)
+        return Conversation("slack", audience, f"{channel}:{thread}", user, private)
 
     async def _command_conversation(self, body: dict[str, Any]) -> Conversation:
         channel = str(body.get("channel_id") or "")
         hint = {"directmessage": "im", "privategroup": "group"}.get(str(body.get("channel_name") or ""))
-        private = await self._is_private(channel, hint)
+        private = await self.context.is_private(channel, hint)
         thread = f"{channel}:command:{body.get('trigger_id') or time.time()}"
-        return Conversation("slack", Audience(_team(body), channel), thread, str(body.get("user_id") or ""), private)
-
-    async def _is_private(self, channel: str, channel_type: str | None) -> bool:
-        """DMs, group DMs and private channels are private; asked once per channel when the event does not say."""
-        if channel_type:
-            return channel_type in PRIVATE_TYPES
-        if channel.startswith(("D", "G")):
-            return True
-        if channel not in self._private:
-            try:
-                info = (await self.client.conversations_info(channel=channel)).get("channel") or {}
-                self._private[channel] = bool(info.get("is_private") or info.get("is_im") or info.get("is_mpim"))
-                self._ext_shared[channel] = bool(info.get("is_ext_shared"))
-            except SlackApiError as exc:
-                log.warning("conversations.info %s: %s; treating it as private", channel, exc.response.get("error"))
-                self._private[channel] = True
-        return self._private[channel]
+        return Conversation("slack", Audience(team_of(body), channel), thread, str(body.get("user_id") or ""), private)
 
     async def _post(self, channel: str, thread: str | None, text: str) -> str:
         resp = await self.client.chat_postMessage(channel=channel, thread_ts=thread, text=text)
@@ -368,11 +368,6 @@ class SlackBot:
                 await self._post(channel, thread, _sorry(exc, what))
         except Exception:
             log.exception("could not tell the user in %s about the failure", channel)
-
-
-def _team(body: dict[str, Any]) -> str:
-    team = body.get("team_id") or (body.get("team") or {}).get("id") or (body.get("user") or {}).get("team_id")
-    return str(team or "unknown-team")
 
 
 def _sorry(exc: BaseException, what: str) -> str:

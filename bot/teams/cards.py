@@ -1,4 +1,4 @@
-"""Adaptive Cards for answers: the text, the route, numbered sources and 👍/👎 buttons.
+"""The Adaptive Card of an answer in a channel: the route, numbered sources and 👍/👎 buttons.
 
 The buttons are `Action.Execute` (Universal Actions, card version 1.4): Teams sends their click to the bot as
 an `adaptiveCard/action` invoke carrying `verb` and `data`, which the handler stores as a vote. Card text is
@@ -13,8 +13,6 @@ from bot.assistant import Answer
 
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 FEEDBACK_VERB = "feedback"
-MAX_CARD_TEXT = 12_000
-"""Teams refuses messages over about 28 KB; an answer longer than this is cut (the sources still follow)."""
 
 
 def _text(text: str, **style: Any) -> dict[str, Any]:
@@ -26,27 +24,20 @@ def _escape(text: str) -> str:
     return text.replace("[", "\\[").replace("]", "\\]")
 
 
-def answer_card(answer: Answer) -> dict[str, Any]:
-    """The card for one answer; quoted passages (lines starting with '> ') are set apart as quotes."""
+def sources_card(answer: Answer) -> dict[str, Any]:
+    """What a channel message adds under the answer's text (Teams draws no citations or feedback in channels):
+    the route, the sources numbered as the text cites them with links, and 👍/👎."""
     reply = answer.reply
-    text = reply.text if len(reply.text) <= MAX_CARD_TEXT else reply.text[:MAX_CARD_TEXT] + " …"
-    body: list[dict[str, Any]] = []
-    for line in (ln.strip() for ln in text.splitlines()):
-        if not line:
-            continue
-        if line.startswith(">"):
-            quote = _text(line.lstrip("> ").strip())
-            body.append({"type": "Container", "style": "emphasis", "items": [quote]})
-        else:
-            body.append(_text(line))
-    body.append(_text(f"Route: {answer.route_label} (confidence {reply.confidence:.2f})", isSubtle=True, size="Small"))
-    if reply.sources:
+    body: list[dict[str, Any]] = [
+        _text(f"Route: {answer.route_label} (confidence {reply.confidence:.2f})", isSubtle=True, size="Small")
+    ]
+    if answer.sources:
         body.append(_text("Sources", weight="Bolder", size="Small", spacing="Medium"))
-        for i, hit in enumerate(reply.sources, 1):
+        for n, hit in answer.sources:
             title = _escape(hit.title or hit.doc_id) + (f" › {_escape(hit.heading)}" if hit.heading else "")
             link = answer.links.get(hit.doc_id)
             where = f"[{_escape(hit.doc_id)}]({link})" if link else _escape(hit.doc_id)
-            body.append(_text(f"{i}. {title} ({where})", size="Small", spacing="None"))
+            body.append(_text(f"{n}. {title} ({where})", size="Small", spacing="None"))
     return {
         "type": "AdaptiveCard",
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",

@@ -1,7 +1,10 @@
 """The Teams activity handler: it translates activities to `Assistant` calls and replies back, nothing more.
 
 A message turn does only what must happen within Teams' request time: drop a redelivered activity, strip the
-bot's @mention, and hand the work to a background task that shows a typing indicator and replies proactively.
+bot's @mention, and hand the work to a background task that replies proactively. In a personal chat the answer
+streams (`bot.teams.streaming`); elsewhere a typing indicator precedes one message. Either way the answer ends
+as Teams' AI message (`bot.teams.ai_message`): citations, AI label, and the feedback loop whose submissions
+(`message/submitAction`) are stored as votes with their comment.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from botbuilder.core import ActivityHandler, CardFactory, InvokeResponse, MessageFactory, TurnContext
+from botbuilder.core import ActivityHandler, InvokeResponse, MessageFactory, TurnContext
 from botbuilder.schema import (
     Activity,
     ActivityTypes,
@@ -24,17 +27,25 @@ from botbuilder.schema import (
 )
 from msrest.serialization import Model
 
+from agent import keys
 from agent.types import Audience
-from bot.assistant import Assistant, Conversation
+from bot.assistant import Answer, Assistant, Conversation
 from bot.downloads import DownloadError, fetch_file
-from bot.teams.cards import FEEDBACK_VERB, answer_card, read_vote
+from bot.teams.ai_message import answer_activity, read_feedback
+from bot.teams.cards import FEEDBACK_VERB, read_vote
 from bot.teams.proactive import Messenger
+from bot.teams.streaming import CHUNK_EVERY_S, TeamsStream
 from bot.url_policy import PublicResolver, UrlPolicy, local_policy, teams_download_policy
 
 log = logging.getLogger(__name__)
 
 FILE_DOWNLOAD_INFO = "application/vnd.microsoft.teams.file.download.info"
 COMMANDS = frozenset({"help", "status", "docs", "forget", "teach", "retrain"})
+ANSWER_TTL_S = 30 * 24 * 3600
+"""How long Teams' feedback on an answer message can still be matched to the answer."""
+SEARCHING = "Searching the documents…"
+WRITING = "Writing the answer…"
+SORRY = "Sorry, something went wrong while answering. The details are in the bot's log."
 
 WELCOME = (
     "Hi! I answer questions about your company's domain, citing the documents shared with me. "
@@ -72,6 +83,8 @@ class Incoming:
     personal: bool
     addressed: bool
     """Personal chats always; elsewhere only when the bot was @mentioned."""
+    channel: bool = False
+    """A team channel (not a personal or group chat): Teams draws no citations or feedback buttons there."""
 
 
 def conversation_of(activity: Activity, default_tenant: str) -> Conversation:
@@ -132,6 +145,10 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
         self.assistant = assistant
         self.messenger = messenger
         self._session: aiohttp.ClientSession | None = None
+        self.stream_every_s = CHUNK_EVERY_S
+        """How often a streamed answer's text is sent (Teams throttles faster streams)."""
+        self._streaming: set[str] = set()
+        """Chats with a stream open: Teams allows one at a time, so another answer there is sent whole."""
 
     async def close(self) -> None:
         if self._session is not None:
@@ -169,28 +186,73 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
         if not incoming.text:
             await turn_context.send_activity(plain_message("Ask me a question, or type help."))
             return
-        self.messenger.spawn(self._respond(reference, incoming.conversation, incoming.text), "teams-answer")
+        self.messenger.spawn(self._respond(reference, incoming, incoming.text), "teams-answer")
 
     def _incoming(self, activity: Activity) -> Incoming:
         conv = conversation_of(activity, self.assistant.settings.default_tenant)
         text, mentioned = strip_mentions(activity)
-        personal = (activity.conversation.conversation_type or "personal") == "personal"
-        return Incoming(conv, text, personal, personal or mentioned)
+        kind = activity.conversation.conversation_type or "personal"
+        return Incoming(conv, text, kind == "personal", kind == "personal" or mentioned, kind == "channel")
 
-    async def _respond(self, reference: ConversationReference, conv: Conversation, text: str) -> None:
-        """Answer or run a command; a slow one is preceded by an acknowledgement, a failure by an apology."""
-        work = asyncio.ensure_future(self._reply_for(conv, text))
+    async def _respond(self, reference: ConversationReference, incoming: Incoming, text: str) -> None:
+        """A command's reply, or an answer: streamed in a personal chat, else one message after a typing indicator."""
+        name, _, rest = text.partition(" ")
+        question = rest.strip() if name.lower() == "ask" else text
+        if name.lower() in COMMANDS or not question:
+            await self._reply(reference, incoming.conversation, text)
+        elif incoming.personal and incoming.conversation.thread not in self._streaming:
+            await self._stream_answer(reference, incoming.conversation, question)
+        else:
+            await self._reply(reference, incoming.conversation, text, channel=incoming.channel)
+
+    async def _stream_answer(self, reference: ConversationReference, conv: Conversation, question: str) -> None:
+        self._streaming.add(conv.thread)
+        stream = TeamsStream(self.messenger, reference, every_s=self.stream_every_s)
+        try:
+            await stream.inform(SEARCHING)
+            answer: Answer | None = None
+            async for step in self.assistant.stream(conv, question):
+                if step.kind == "route":
+                    await stream.inform(WRITING)
+                elif step.kind == "text":
+                    await stream.append(step.text)
+                else:
+                    answer = step.answer
+            if answer is None:
+                raise RuntimeError("the answer stream ended without an answer")
+            message_id = await stream.finish(answer_activity(answer, channel=False))
+            await asyncio.to_thread(self._remember_message, reference, message_id, answer.answer_id)
+        except Exception:
+            log.exception("answering %r in %s failed", question[:80], conv.thread)
+            await stream.finish(plain_message(SORRY))
+        finally:
+            self._streaming.discard(conv.thread)
+
+    def _remember_message(self, reference: ConversationReference, message_id: str, answer_id: str) -> None:
+        """Which answer a message carries: Teams' feedback names the message, the vote needs the answer."""
+        if message_id:
+            key = keys.teams_answer_message(_base(reference.conversation.id), message_id)
+            self.assistant.redis.set(key, answer_id.encode(), ex=ANSWER_TTL_S)
+
+    async def _reply(
+        self, reference: ConversationReference, conv: Conversation, text: str, *, channel: bool = False
+    ) -> None:
+        """A command or a whole answer; a slow one is preceded by an acknowledgement, a failure by an apology."""
+        work = asyncio.ensure_future(self._reply_for(conv, text, channel))
+        answer_id: str | None = None
         try:
             # Sent from here, not in the turn, so that the turn's HTTP answer does not wait for it.
             await self._courtesy(reference, Activity(type=ActivityTypes.typing))
             done, _ = await asyncio.wait({work}, timeout=self.assistant.settings.teams_ack_after_s)
             if not done:
                 await self._courtesy(reference, plain_message("Working on it: I'll answer here in a moment."))
-            reply = await work
+            reply, answer_id = await work
         except Exception:
             log.exception("answering %r in %s failed", text[:80], conv.thread)
-            reply = plain_message("Sorry, something went wrong while answering. The details are in the bot's log.")
-        await self.messenger.send(reference, reply)
+            reply = plain_message(SORRY)
+        message_id = await self.messenger.send(reference, reply)
+        if answer_id:
+            await asyncio.to_thread(self._remember_message, reference, message_id, answer_id)
 
     async def _courtesy(self, reference: ConversationReference, activity: Activity) -> None:
         """A typing indicator or an acknowledgement: if it cannot be delivered, the answer is still worth trying."""
@@ -199,18 +261,20 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
         except Exception as exc:
             log.warning("could not send a %s activity to %s: %s", activity.type, reference.conversation.id, exc)
 
-    async def _reply_for(self, conv: Conversation, text: str) -> Activity:
+    async def _reply_for(self, conv: Conversation, text: str, channel: bool) -> tuple[Activity, str | None]:
+        """The reply and, for an answer, its id."""
         name, _, rest = text.partition(" ")
         if name.lower() in COMMANDS:
-            return plain_message(await self.assistant.command(conv, text))
+            return plain_message(await self.assistant.command(conv, text)), None
         question = rest.strip() if name.lower() == "ask" else text
         if not question:
-            return plain_message("What would you like to know? Write: ask <question>.")
-        answer = await self.assistant.answer(conv, question)
-        card: Attachment = CardFactory.adaptive_card(answer_card(answer))
-        message = MessageFactory.attachment(card)
-        message.summary = answer.reply.text[:120]  # shown in notifications
-        return message
+            return plain_message("What would you like to know? Write: ask <question>."), None
+        answer: Answer | None = None
+        async for step in self.assistant.stream(conv, question):
+            answer = step.answer or answer
+        if answer is None:
+            raise RuntimeError("the answer stream ended without an answer")
+        return answer_activity(answer, channel=channel), answer.answer_id
 
     # --- files --------------------------------------------------------------------------------------------
 
@@ -223,18 +287,22 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
             await self.messenger.send(reference, plain_message(f"I could not find a download link for {name}."))
             return
         progress_id = await self.messenger.send(reference, plain_message(f"Downloading {name} ..."))
+
+        async def show(text: str) -> None:  # one message per file, edited from "downloading" to the outcome
+            if progress_id:
+                await self.messenger.update(reference, progress_id, plain_message(text))
+            else:
+                await self.messenger.send(reference, plain_message(text))
+
         try:
             data = await fetch_file(
                 self._http(), url, name, max_bytes=self.assistant.settings.max_upload_bytes, policy=self._policy()
             )
         except DownloadError as exc:
-            await self.messenger.send(reference, plain_message(str(exc)))
+            await show(str(exc))
             return
         async for step in self.assistant.share(conv, data, name, link=attachment.content_url):
-            if step.finished:
-                await self.messenger.send(reference, plain_message(step.text))
-            elif progress_id:
-                await self.messenger.update(reference, progress_id, plain_message(step.text))
+            await show(step.text)
 
     def _policy(self) -> UrlPolicy:
         """Local (Emulator) mode: loopback only. Otherwise https from SharePoint/OneDrive, public addresses only."""
@@ -260,6 +328,9 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
         as an object, and a message response carries a string.
         """
         activity = turn_context.activity
+        if activity.name == "message/submitAction":
+            await asyncio.to_thread(self._feedback, activity)
+            return InvokeResponse(status=200)  # no body: Teams itself tells the person their feedback was sent
         if activity.name != "adaptiveCard/action":
             return await super().on_invoke_activity(turn_context)
         value: dict[str, Any] = activity.value if isinstance(activity.value, dict) else {}
@@ -269,6 +340,19 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
         else:
             said = self._vote(action.get("data"), activity)
         return InvokeResponse(status=200, body=InvokeMessage(said))
+
+    def _feedback(self, activity: Activity) -> None:
+        """Teams' own 👍/👎 (and the text typed with it) on an answer message: stored as a vote with its comment."""
+        feedback = read_feedback(activity.value)
+        if feedback is None or not activity.reply_to_id:
+            log.info("a message/submitAction that is not feedback on an answer: %s", activity.value)
+            return
+        key = keys.teams_answer_message(_base(activity.conversation.id), activity.reply_to_id)
+        answer_id = self.assistant.redis.get(key)
+        user = activity.from_property.aad_object_id or activity.from_property.id or "unknown"
+        helpful, comment = feedback
+        if answer_id is None or not self.assistant.vote(answer_id.decode(), user, helpful, comment):
+            log.info("feedback on %s, which carries no answer known now", activity.reply_to_id)
 
     def _vote(self, data: object, activity: Activity) -> str:
         vote = read_vote(data)
@@ -285,3 +369,8 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
     async def on_members_added_activity(self, members_added: list[ChannelAccount], turn_context: TurnContext) -> None:
         if any(m.id == turn_context.activity.recipient.id for m in members_added):
             await turn_context.send_activity(plain_message(WELCOME))
+
+
+def _base(conversation_id: str) -> str:
+    """A conversation without the channel thread part (`19:...;messageid=...` -> `19:...`)."""
+    return conversation_id.split(";messageid=", 1)[0]

@@ -34,28 +34,45 @@ class Messenger:
         self._slots = asyncio.Semaphore(SEND_SLOTS)
 
     async def send(self, reference: ConversationReference, activity: Activity) -> str:
-        """Post `activity` into the conversation (as a reply to the message that started the work); its id."""
+        """Post `activity` into the conversation (as a reply to the message that started the work); its id.
+
+        Raises what the connector answered when it refused the activity (botbuilder would otherwise hand the error
+        to the adapter's turn-error handler and return as if it had been sent: a refused stream update must be
+        known to be refused)."""
         sent: list[str] = []
+        failed: list[Exception] = []
 
         async def logic(context: TurnContext) -> None:
             # botbuilder gives the continuation turn a random id, which would become the reply's replyToId.
             context.activity.id = reference.activity_id
-            response = await context.send_activity(activity)
+            try:
+                response = await context.send_activity(activity)
+            except Exception as exc:
+                failed.append(exc)
+                return
             sent.append(response.id if response and response.id else "")
 
         async with self._slots:
             await self.adapter.continue_conversation(reference, logic, self.app_id)
+        if failed:
+            raise failed[0]
         return sent[0] if sent else ""
 
     async def update(self, reference: ConversationReference, activity_id: str, activity: Activity) -> None:
         """Replace a message the bot sent earlier (progress lines), so that a chat is not flooded."""
         activity.id = activity_id
+        failed: list[Exception] = []
 
         async def logic(context: TurnContext) -> None:
-            await context.update_activity(activity)
+            try:
+                await context.update_activity(activity)
+            except Exception as exc:
+                failed.append(exc)
 
         async with self._slots:
             await self.adapter.continue_conversation(reference, logic, self.app_id)
+        if failed:
+            raise failed[0]
 
     def spawn(self, work: Coroutine[Any, Any, None], what: str) -> None:
         """Run `work` after the turn has answered; a failure is logged (the work itself tells the user)."""

@@ -4,6 +4,14 @@ It answers like Slack does: `{"ok": false, "error": "invalid_auth"}` without the
 (HTML, status 200) for a file download without it, HTTP 429 with Retry-After when told to throttle a method,
 and `response_url` posts for slash commands. Every call is recorded, so a test can read what the bot said.
 Also here: signing a request the way Slack signs the requests it sends to an app.
+
+Streamed messages (`chat.startStream`, `chat.appendStream`, `chat.stopStream`) keep their state as Slack does:
+a stream needs a thread, and in a channel a recipient; appending to or stopping a stream that is stopped or
+older than `stream_limit_s` fails with `message_not_in_streaming_state`; `refuse_streams` makes every start fail
+with the given error (a workspace or a message Slack will not stream to). `messages` holds each message as a
+person would now see it (text and blocks after every stream call and edit). The agent view's methods
+(`assistant.threads.setStatus`, `setSuggestedPrompts`, `setTitle`), `conversations.members` and `users.info`
+(with the locale) answer from the workspace's fixtures.
 """
 
 from __future__ import annotations
@@ -47,6 +55,15 @@ class LocalSlack:
     bot_user: str = "U0BOT"
     files: dict[str, tuple[dict[str, Any], bytes, str]] = field(default_factory=dict)
     channels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    members: dict[str, list[str]] = field(default_factory=dict)
+    """channel -> its members, for conversations.members (a channel not listed: `channel_not_found`)."""
+    locales: dict[str, str] = field(default_factory=dict)
+    """user -> locale, for users.info (default en-US)."""
+    refuse_streams: str | None = None
+    """An error every chat.startStream gets, as for a workspace or message Slack will not stream to (None: allowed)."""
+    stream_limit_s: float = 300.0
+    messages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """ts -> {"channel", "thread_ts", "text", "blocks", "state"}: each message as it reads now."""
     calls: list[Call] = field(default_factory=list)
     throttle: Counter[str] = field(default_factory=Counter)
     """method -> how many of its next calls get HTTP 429."""
@@ -88,6 +105,14 @@ class LocalSlack:
 
     def said(self, method: str) -> list[dict[str, Any]]:
         return [c.args for c in self.calls if c.method == method]
+
+    def answers(self, thread: str | None = None) -> list[dict[str, Any]]:
+        """Finished answers (messages with blocks: stopped streams, posts and edits), optionally in one thread."""
+        return [
+            m
+            for m in self.messages.values()
+            if m.get("blocks") and m.get("state") != "streaming" and (thread is None or m.get("thread_ts") == thread)
+        ]
 
     async def wait_for(self, predicate: Any, timeout: float = 60.0) -> None:
         """Wait until `predicate()` holds (checked after every call received)."""
@@ -161,7 +186,24 @@ class LocalSlack:
             if method == "chat.postMessage":
                 self._ts += 1
             ts = args.get("ts") or f"{int(time.time())}.{self._ts:06d}"
+            message = self.messages.setdefault(ts, {"channel": args.get("channel"), "thread_ts": args.get("thread_ts")})
+            message.update(text=args.get("text"), blocks=_blocks(args.get("blocks")), state="posted")
             return {"ok": True, "channel": args.get("channel"), "ts": ts, "message": {"text": args.get("text")}}
+        if method.startswith("chat.") and method.endswith("Stream"):
+            return self._stream(method, args)
+        if method.startswith("assistant.threads."):
+            missing = [a for a in ("channel_id", "thread_ts") if not args.get(a)]
+            return {"ok": False, "error": f"invalid_arguments: {missing}"} if missing else {"ok": True}
+        if method == "conversations.members":
+            members = self.members.get(str(args.get("channel")))
+            if members is None:
+                return {"ok": False, "error": "channel_not_found"}
+            return {"ok": True, "members": members, "response_metadata": {"next_cursor": ""}}
+        if method == "users.info":
+            user: dict[str, Any] = {"id": args.get("user"), "team_id": self.team}
+            if str(args.get("include_locale")).lower() in ("1", "true"):
+                user["locale"] = self.locales.get(str(args.get("user")), "en-US")
+            return {"ok": True, "user": user}
         if method == "chat.getPermalink":
             channel, ts = args.get("channel"), str(args.get("message_ts", "")).replace(".", "")
             return {"ok": True, "channel": channel, "permalink": f"https://local.slack.test/archives/{channel}/p{ts}"}
@@ -172,6 +214,36 @@ class LocalSlack:
             channel = self.channels.get(str(args.get("channel")))
             return {"ok": True, "channel": channel} if channel else {"ok": False, "error": "channel_not_found"}
         return {"ok": True}  # reactions.add/remove, chat.postEphemeral: nothing to return
+
+    def _stream(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        """chat.startStream / appendStream / stopStream, with the states and errors Slack has."""
+        text = str(args.get("markdown_text") or "") + "".join(
+            str(c.get("text") or "") for c in args.get("chunks") or [] if c.get("type") == "markdown_text"
+        )
+        channel = str(args.get("channel") or "")
+        if method == "chat.startStream":
+            if self.refuse_streams:
+                return {"ok": False, "error": self.refuse_streams}
+            if not args.get("thread_ts"):
+                return {"ok": False, "error": "invalid_arguments"}
+            if not channel.startswith("D") and not (args.get("recipient_team_id") and args.get("recipient_user_id")):
+                return {"ok": False, "error": "missing_recipient_user_id"}
+            self._ts += 1
+            ts = f"{int(time.time())}.{self._ts:06d}"
+            self.messages[ts] = {"channel": channel, "thread_ts": args["thread_ts"], "text": text, "blocks": None,
+                                 "state": "streaming", "started": time.monotonic()}  # fmt: skip
+            return {"ok": True, "channel": channel, "ts": ts}
+        message = self.messages.get(str(args.get("ts")))
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        if message.get("state") == "streaming" and time.monotonic() - message["started"] > self.stream_limit_s:
+            message["state"] = "expired"
+        if message.get("state") != "streaming":
+            return {"ok": False, "error": "message_not_in_streaming_state"}
+        message["text"] += text
+        if method == "chat.stopStream":
+            message.update(state="stopped", blocks=_blocks(args.get("blocks")))
+        return {"ok": True, "channel": channel, "ts": args.get("ts")}
 
     async def _download(self, request: web.Request) -> web.Response:
         file_id = request.match_info["key"].rsplit("-", 1)[-1]
@@ -215,3 +287,11 @@ class LocalSlack:
     async def _response_url(self, request: web.Request) -> web.Response:
         self._record("response_url", json.loads(await request.text() or "{}"))
         return web.Response(text="ok")
+
+
+def _blocks(blocks: Any) -> list[dict[str, Any]] | None:
+    """Blocks as sent (slack-sdk sends a list in JSON bodies, a JSON string in form bodies)."""
+    if isinstance(blocks, str):
+        parsed = json.loads(blocks)
+        return parsed if isinstance(parsed, list) else None
+    return blocks if isinstance(blocks, list) else None
