@@ -14,10 +14,8 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from multiprocessing.managers import SyncManager
 from queue import Queue
-from typing import Literal
 
 import redis
 
@@ -28,6 +26,7 @@ from agent.learning import CuratedItem, LearningStore, parse_teach
 from agent.models.registry import tenant_registry
 from agent.settings import Settings
 from agent.types import TENANT_WIDE, Audience, ChatReply, ChatRequest, Hit, Route
+from bot.conversation import Answer, AnswerEvent, Conversation, ShareProgress
 from bot.limits import RateLimit
 from bot.suggestions import Suggestion, suggestions
 
@@ -52,67 +51,6 @@ Commands:
 
 TOO_MANY_QUESTIONS = "You are asking faster than I answer ({limit} questions a minute at most): try again in a moment."
 TOO_MANY_SHARES = "{name} was not read: {limit} documents an hour is the most I take from one person. Try again later."
-
-ROUTE_LABELS: dict[str, str] = {"retrieve": "from documents", "domain": "domain expert", "smalltalk": "chat"}
-
-
-@dataclass(frozen=True)
-class Conversation:
-    """Where a message came from, in platform-neutral terms."""
-
-    surface: str
-    """"slack", "teams", "console"."""
-    audience: Audience
-    """Tenant (workspace or Teams tenant) and scope (the channel or chat): what documents may be seen here."""
-    thread: str
-    """The conversation memory key: the Slack thread or Teams conversation."""
-    user: str
-    private: bool
-    """A private channel, DM or group chat: what is taught here stays here."""
-
-
-@dataclass
-class Answer:
-    reply: ChatReply
-    answer_id: str
-    """The id the 👍/👎 buttons carry."""
-    links: dict[str, str] = field(default_factory=dict)
-    """Document id -> where it was shared, for the sources that have one."""
-    streamed: str | None = None
-    """The text as it was streamed, when it was (its [n] are the numbers of `numbered`)."""
-    numbered: list[tuple[int, Hit]] = field(default_factory=list)
-    """The sources with the numbers the streamed text cites them by (empty: 1, 2, ... as in `reply.sources`)."""
-
-    @property
-    def route_label(self) -> str:
-        return ROUTE_LABELS.get(self.reply.route, self.reply.route)
-
-    @property
-    def text(self) -> str:
-        """What the person was shown: the streamed text, or the reply's."""
-        return self.reply.text if self.streamed is None else self.streamed
-
-    @property
-    def sources(self) -> list[tuple[int, Hit]]:
-        """(number cited in `text`, passage)."""
-        return self.numbered or list(enumerate(self.reply.sources, 1))
-
-
-@dataclass(frozen=True)
-class AnswerEvent:
-    """A streamed answer as a surface sees it: "route" (what the bot is doing), "text" chunks, then "done"."""
-
-    kind: Literal["route", "text", "done"]
-    text: str = ""
-    route: Route | None = None
-    answer: Answer | None = None
-
-
-@dataclass(frozen=True)
-class ShareProgress:
-    text: str
-    finished: bool = False
-    ok: bool = True
 
 
 class Assistant:

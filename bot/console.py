@@ -17,7 +17,8 @@ from rich.text import Text
 from agent.chat import StreamEvent
 from agent.settings import Settings
 from agent.types import Audience, ChatReply, ChatRequest, Hit
-from bot.assistant import ROUTE_LABELS, Assistant, Conversation
+from bot.assistant import Assistant
+from bot.conversation import ROUTE_LABELS, Conversation
 
 HELP = """Ask a question about the documents shared with the bot, or:
   /ingest PATH          share a document with this conversation

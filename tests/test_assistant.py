@@ -14,7 +14,8 @@ from aiohttp import web
 from agent.models.registry import ADAPTER_FILES, tenant_registry
 from agent.settings import Settings
 from agent.types import TENANT_WIDE, Audience
-from bot.assistant import Assistant, Conversation, ShareProgress
+from bot.assistant import Assistant
+from bot.conversation import Conversation, ShareProgress
 from bot.downloads import DownloadError, fetch_file
 
 GUIDE = b"# Zorblax Guide\n\n## Ports\n\nThe Zorblax gateway listens on port 7341 for admin traffic.\n"

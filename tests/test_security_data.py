@@ -14,8 +14,9 @@ import pytest
 
 from agent.knowledge.ingest import ingest_bytes
 from agent.types import Audience
-from bot.assistant import Assistant, Conversation
+from bot.assistant import Assistant
 from bot.bench.reliability.security import files_holding, redis_holds
+from bot.conversation import Conversation
 
 ADMIN = "U-admin-security"
 SENTENCE = "The Quorvex vault rotates its master keys every 41 days under protocol Zephyr-9."

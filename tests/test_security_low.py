@@ -12,8 +12,9 @@ from pathlib import Path
 from uuid import uuid4
 
 from agent.types import Audience
-from bot.assistant import Assistant, Conversation
+from bot.assistant import Assistant
 from bot.bench.fakes.slack_api import LocalSlack
+from bot.conversation import Conversation
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "xoxb-1234567890-abcdefghijklmnopqrstuvwx"

@@ -453,7 +453,7 @@ class _FailingMidAnswer(Assistant):
     """Fault injection: the answer fails after part of it was streamed."""
 
     async def stream(self, *args: Any, **kwargs: Any) -> Any:
-        from bot.assistant import AnswerEvent
+        from bot.conversation import AnswerEvent
 
         yield AnswerEvent("route", route="retrieve")
         yield AnswerEvent("text", text="The Quaxley turbine must be serviced every " * 8)

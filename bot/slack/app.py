@@ -30,7 +30,8 @@ from agent import keys
 from agent.logging_setup import log_context
 from agent.settings import Settings
 from agent.types import Audience
-from bot.assistant import Assistant, Conversation
+from bot.assistant import Assistant
+from bot.conversation import Conversation
 from bot.downloads import DownloadError
 from bot.slack.agent_view import AgentView, team_of
 from bot.slack.blocks import FEEDBACK, VOTE_DOWN, VOTE_UP, answer_blocks, answer_fallback, escape, read_feedback

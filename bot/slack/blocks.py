@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.knowledge.chunking import pack
-from bot.assistant import Answer
+from bot.conversation import Answer
 
 VOTE_UP = "expertbot_vote_up"
 VOTE_DOWN = "expertbot_vote_down"

@@ -21,7 +21,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.assistant import Answer
+from bot.conversation import Answer
 from bot.slack.blocks import answer_blocks, answer_fallback, escape, escape_markdown, footer_blocks
 
 log = logging.getLogger(__name__)

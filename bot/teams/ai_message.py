@@ -17,7 +17,7 @@ from typing import Any
 from botbuilder.core import CardFactory
 from botbuilder.schema import Activity, ActivityTypes, Entity
 
-from bot.assistant import Answer
+from bot.conversation import Answer
 from bot.teams.cards import sources_card
 
 TITLE_LIMIT = 80

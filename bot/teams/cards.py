@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.assistant import Answer
+from bot.conversation import Answer
 
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 FEEDBACK_VERB = "feedback"

@@ -29,7 +29,8 @@ from msrest.serialization import Model
 
 from agent import keys
 from agent.types import Audience
-from bot.assistant import Answer, Assistant, Conversation
+from bot.assistant import Assistant
+from bot.conversation import Answer, Conversation
 from bot.downloads import DownloadError, fetch_file
 from bot.teams.ai_message import answer_activity, read_feedback
 from bot.teams.cards import FEEDBACK_VERB, read_vote

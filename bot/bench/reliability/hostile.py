@@ -15,8 +15,9 @@ from typing import Any
 from pypdf import PdfWriter
 
 from agent.types import Audience
-from bot.assistant import Assistant, Conversation
+from bot.assistant import Assistant
 from bot.bench.reliability.harness import Harness, group_memory_mb
+from bot.conversation import Conversation
 from workers.client import submit_ingest, wait_for_job
 
 LOGIN_PAGE = b"""<!DOCTYPE html><html><head><title>Sign in to your account</title></head><body>

@@ -16,9 +16,10 @@ from typing import Any
 from agent.knowledge.ingest import ingest_bytes
 from agent.knowledge.service import open_knowledge
 from agent.types import Audience
-from bot.assistant import Assistant, Conversation
+from bot.assistant import Assistant
 from bot.bench.reliability.harness import Harness
 from bot.bench.reliability.tail import AnswerTiming, GcPauses, QueueTimedExecutor, tail_report
+from bot.conversation import Conversation
 
 TOPICS = [
     ("Travel", "Employees travelling to Vilnius receive a per diem of 84 EUR.", "How much is the per diem in Vilnius?"),

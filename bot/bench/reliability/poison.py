@@ -24,9 +24,10 @@ import docx
 
 from agent.settings import Settings
 from agent.types import Audience
-from bot.assistant import Assistant, Conversation
+from bot.assistant import Assistant
 from bot.bench.reliability.faults import _WORDS, make_document
 from bot.bench.reliability.harness import Harness, group_memory_mb, wait_until
+from bot.conversation import Conversation
 from bot.jobs import describe
 from bot.localstack import ManagedProcess
 from workers.client import blob_size, deliveries, job_status, submit_ingest_blob

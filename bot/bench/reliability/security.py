@@ -16,8 +16,9 @@ import redis
 from agent.knowledge.service import open_knowledge
 from agent.settings import ConfigError, load_settings
 from agent.types import Audience
-from bot.assistant import Assistant, Conversation
+from bot.assistant import Assistant
 from bot.bench.reliability.harness import Harness
+from bot.conversation import Conversation
 
 ADMIN = "U-bench-admin"
 FORGET_SENTENCE = "The Vellichor archive seals its ledgers with cipher Ostrakon-77 every full moon."
