@@ -144,9 +144,12 @@ class ChatCore:
             return
         config: Any = {"configurable": {"thread_id": self._thread_key(request)}}
         state = self._initial_state(request, text)
-        streamed = False
-        for mode, data in self.graph.stream(state, config, stream_mode=["updates", "messages"]):
+        streamed, out = False, dict[str, Any]()
+        for mode, data in self.graph.stream(state, config, stream_mode=["updates", "messages", "values"]):
             data = cast(Any, data)
+            if mode == "values":  # the whole state as it is now: the checkpoint keeps no passages (agent/memory.py)
+                out = dict(data)
+                continue
             if mode == "messages":
                 chunk, meta = data
                 if isinstance(chunk, AIMessageChunk) and meta.get("langgraph_node") != "understand" and chunk.text:
@@ -163,7 +166,6 @@ class ChatCore:
                     )
                 elif not streamed and update and update.get("answer"):
                     yield StreamEvent("text", text=update["answer"])
-        out = self.graph.get_state(config).values
         reply = self._reply(out, started, shortened=len(text) > MAX_QUESTION_CHARS)
         cited: list[int] = list(out.get("cited") or []) if streamed else []
         numbers = cited or list(range(1, len(reply.sources) + 1))

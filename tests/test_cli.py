@@ -266,6 +266,28 @@ def test_eval_retrieval_on_a_tiny_corpus(services, tmp_path: Path) -> None:
     assert report["recall_at_5_other"] == 1.0
 
 
+def test_eval_answers_writes_each_reply_as_shown(services, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    write(corpus / "en/zorblax.md", ZORBLAX)
+    qa = tmp_path / "qa.jsonl"
+    question = {
+        "question": "Which port does the Zorblax gateway listen on?",
+        "language": "en",
+        "gold_docs": ["en/zorblax.md"],
+        "answer_keys": ["7341"],
+    }
+    qa.write_text(json.dumps(question) + "\n", encoding="utf-8")
+    out = tmp_path / "answers.jsonl"
+
+    args = ("eval", "answers", "--corpus", str(corpus), "--qa", str(qa), "--answers-out", str(out), "--json")
+    report = json_out(invoke(*args))
+    assert {"accepted_rate", "answer_key_rate", "gold_citation_rate", "median_chars"} <= set(report)
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 1
+    assert {"question", "language", "answer_keys", "route", "text", "sources"} <= set(rows[0])
+    assert "7341" in rows[0]["text"] and rows[0]["sources"] == ["en/zorblax.md"]
+
+
 def test_unreachable_services_get_one_clear_line_not_a_traceback(tmp_path):
     from bot.localstack import free_port
 

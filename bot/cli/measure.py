@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from agent.knowledge.fusion import SEARCH_MODES
+from agent.types import Route
 from bot.cli.common import JsonOpt, err, fail, load_settings, out, print_json
 
 eval_app = typer.Typer(help="Measure quality on an evaluation set.", no_args_is_help=True)
@@ -84,20 +85,31 @@ def eval_answers(
     corpus: Annotated[Path, typer.Option(exists=True, file_okay=False, help="Folder of documents.")],
     qa: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Questions with answer_keys and gold_docs.")],
     route: Annotated[str, typer.Option(help="auto, or docs to force retrieval for every question")] = "auto",
+    answers_out: Annotated[
+        Path | None,
+        typer.Option("--answers-out", dir_okay=False, help="Write one JSON line per question: the reply as shown."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Answer every question through the chat core; score answer keys quoted and gold documents cited."""
+    """Answer every question through the chat core; score the replies as a person would (accepted: an answer key
+    in the first 400 characters, the asker's language, at most 700 characters) and the gold documents cited."""
     from agent.evaluation import evaluate_answers
 
     if route not in ("auto", "docs"):
         raise fail("--route must be auto or docs", 2)
-    report = evaluate_answers(load_settings(), corpus, qa, forced="retrieve" if route == "docs" else None)
+    forced: Route | None = "retrieve" if route == "docs" else None
+    report = evaluate_answers(load_settings(), corpus, qa, forced=forced, answers_out=answers_out)
     if as_json:
         print_json(report)
         return
     for miss in report.pop("misses"):
-        err.print(f"[dim]miss ({miss['route']}, key={miss['key']}, gold={miss['gold']}): {miss['question']}[/]")
+        err.print(
+            f"[dim]miss ({miss['route']}, key={miss['key']}, language={miss['language']}, chars={miss['chars']}, "
+            f"gold={miss['gold']}): {miss['question']}[/]"
+        )
     out.print(report)
+    if answers_out is not None:
+        out.print(f"replies written to {answers_out}")
 
 
 @bench_app.command("ingest")
