@@ -102,3 +102,27 @@ def test_list_shows_per_server_which_version_is_loaded(adapter: Path, tmp_path: 
         }
     (down,) = list_adapters(root, servers=[one.base_url])["tenants"]
     assert down["servers"][one.base_url]["loaded"] is None and "ConnectError" in down["servers"][one.base_url]["error"]
+
+
+def test_the_adapters_commands_add_refuse_and_list(adapter: Path, tmp_path: Path, monkeypatch) -> None:
+    """`expertbot adapters add` and `adapters list` as an operator runs them (the CLI glue over the logic)."""
+    from typer.testing import CliRunner
+
+    from agent.settings import get_settings
+    from bot.cli.app import app
+
+    monkeypatch.setenv("EXPERTBOT_ADAPTERS_DIR", str(tmp_path / "adapters"))
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        added = runner.invoke(app, ["adapters", "add", str(adapter), "--tenant", "T9", "--promote", "--json"])
+        assert added.exit_code == 0, added.output
+        assert json.loads(added.stdout)["version"] == "v0001"
+        refused = runner.invoke(
+            app, ["adapters", "add", str(_variant(adapter, tmp_path, r=128)), "--tenant", "T9", "--json"]
+        )
+        assert refused.exit_code == 1 and "exceeds" in json.loads(refused.stdout)["reason"]
+        listed = json.loads(runner.invoke(app, ["adapters", "list", "--tenant", "T9", "--json"]).stdout)
+        assert listed["serving"] == "v0001" and [v["version"] for v in listed["versions"]] == ["v0001"]
+    finally:
+        get_settings.cache_clear()
