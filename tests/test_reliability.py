@@ -68,10 +68,7 @@ def test_a_forgotten_document_leaves_nothing_behind(rows):
     assert row["redis_keys_with_text"] == row["memory_files_with_text"] == row["milvus_passages_left"] == 0
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="flaky under load: 28 of 29 searches ranked the right document first in one run (the scenario's own 90% bar passes); open",
-)
+@pytest.mark.xfail(strict=False, reason="fails after the merges of 2026-12-04; open, see the closing note")
 def test_no_citation_or_training_item_crosses_an_audience(rows):
     row = rows["audience isolation"]
     assert row["ok"], json.dumps(row)
@@ -81,10 +78,7 @@ def test_no_citation_or_training_item_crosses_an_audience(rows):
     assert found == total > 0, "isolation proves nothing if the right document is not found either"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="p99 under load misses its bar after the merges (issue 18: the tail is the answer slots' queue); open",
-)
+@pytest.mark.xfail(strict=False, reason="fails after the merges of 2026-12-04; open, see the closing note")
 def test_simulated_users_see_no_errors(rows):
     row = rows["simulated users"]
     assert row["ok"], json.dumps(row)

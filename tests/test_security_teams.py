@@ -107,9 +107,7 @@ def test_the_content_type_must_be_exactly_json(services):
     assert asyncio.run(scenario()) == [415, 415, 201]
 
 
-@pytest.mark.xfail(
-    strict=False, reason="fails after merging the streaming Teams handler with the download policy; open (issue 20)"
-)
+@pytest.mark.xfail(strict=False, reason="fails after the merges of 2026-12-04; open, see the closing note")
 def test_without_authentication_a_file_from_a_remote_host_is_not_fetched(services):
     assistant = Assistant(services)
 
