@@ -255,7 +255,7 @@ class ChatCore:
             return {**self._finish(state, answer, [hits[n - 1] for n in used], started), "cited": cited}
         else:
             extract = extractive_reply(question, language, hits, self.knowledge.embeddings)
-            answer, used = extract.text, extract.cited
+            answer, used = extract.text, extract.sources
         return self._finish(state, answer, [hits[n - 1] for n in used], started)
 
     def _domain(self, state: ChatState) -> dict[str, Any]:
@@ -267,7 +267,7 @@ class ChatCore:
             extract = extractive_reply(state["question"], state["language"], hits, self.knowledge.embeddings)
             if not extract.covered:
                 return self._finish(state, phrase("no_domain_model", state["language"]), [], started)
-            return self._finish(state, extract.text, [hits[n - 1] for n in extract.cited], started)
+            return self._finish(state, extract.text, [hits[n - 1] for n in extract.sources], started)
         messages = [SystemMessage(domain_system_prompt(state["language"])), *self._history(state)]
         reply = self._ask(state, [*messages, HumanMessage(state["question"])])
         return self._finish(state, str(reply.content).strip(), [], started)

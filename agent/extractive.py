@@ -40,7 +40,11 @@ URL_PENALTY = 0.1  # "learn more at https://..." is a pointer, rarely the answer
 CJK_SHARE = 0.25
 PASSAGE_WEIGHT = 0.0
 STEM = 100
+WINDOW: float | str = 0.0
+WINDOW_MARGIN = 0.0
 DIGIT_BONUS = 0.1
+SEE_ALSO = 2
+SEE_ALSO_FROM = 3
 _RANK_BONUS = {1: 0.06, 2: 0.03, 3: 0.01}
 _FOLLOWERS_MARGIN = 0.35  # a second or third sentence must score within this of the best one
 NEXT_WITHIN = 1
@@ -123,10 +127,18 @@ def score_candidates(
     units = [_terms(c.text) for c in found]
     weights = _idf(wanted, units) if IDF else {}
     matrix = np.asarray(embeddings.embed_documents([c.text for c in found]), dtype=np.float32)
+    sims = matrix @ q
+    if WINDOW:
+        windows = [
+            f"{found[n - 1].text} {c.text}" if n and found[n - 1].passage == c.passage else c.text
+            for n, c in enumerate(found)
+        ]
+        wsims = np.asarray(embeddings.embed_documents(windows), dtype=np.float32) @ q
+        sims = np.maximum(sims, wsims - WINDOW_MARGIN) if WINDOW == "max" else (1 - WINDOW) * sims + WINDOW * wsims
     scored = []
     for n, c in enumerate(found):
         score = (
-            float(matrix[n] @ q)
+            float(sims[n])
             + OVERLAP_WEIGHT * overlap(wanted, units[n], weights)
             + _RANK_BONUS.get(c.passage, 0.0)
             + (DIGIT_BONUS if _DIGIT.search(c.text) else 0.0)
@@ -198,6 +210,28 @@ class Reply:
     text: str
     cited: list[int]  # 1-based passage numbers, in the order the reply numbers them
     covered: bool
+    see_also: list[int] = field(default_factory=list)
+    """Passages of other documents among the best ones, listed after the quoted ones but not quoted."""
+
+    @property
+    def sources(self) -> list[int]:
+        """The passages to list, numbered in this order: the quoted ones, then "see also"."""
+        return [*self.cited, *self.see_also]
+
+
+def see_also(hits: list[Hit], cited: list[int]) -> list[int]:
+    """Up to SEE_ALSO of the best passages whose documents the quotes do not already name, one per document:
+    the numbered sources say where the answer comes from and where to read on (the quotes are one to three
+    sentences; the fact asked for may be told at more length, or in another language, elsewhere)."""
+    named = {hits[n - 1].doc_id for n in cited}
+    out: list[int] = []
+    for n, hit in enumerate(hits[:SEE_ALSO_FROM], 1):
+        if len(out) >= SEE_ALSO:
+            break
+        if hit.doc_id not in named:
+            named.add(hit.doc_id)
+            out.append(n)
+    return out
 
 
 def extractive_reply(question: str, language: str, hits: list[Hit], embeddings: Embeddings) -> Reply:
@@ -214,4 +248,4 @@ def extractive_reply(question: str, language: str, hits: list[Hit], embeddings: 
     quoted_language = extract.quoted[0].language
     if quoted_language != language:
         head = phrase("other_language", language, other=ENDONYMS.get(quoted_language, quoted_language))
-    return Reply(f"{head}\n{body}", extract.cited, True)
+    return Reply(f"{head}\n{body}", extract.cited, True, see_also(hits, extract.cited))
