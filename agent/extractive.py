@@ -72,6 +72,7 @@ _CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+"
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _DIGIT = re.compile(r"\d")
 _URL = re.compile(r"https?://")
+_RULE = re.compile(r":?-{3,}:?")
 
 
 @dataclass(frozen=True)
@@ -126,11 +127,31 @@ def _idf(wanted: set[str], units: list[set[str]]) -> dict[str, float]:
     return {t: math.log(1 + n / (1 + sum(1 for u in units if t in u))) for t in wanted}
 
 
+def with_headers(units: list[str]) -> list[str]:
+    """Table rows spelled out with their column names ("Training method: QLoRA; GPUs: 8; ..."): a row of bare
+    cells means nothing to the reader, and its embedding matches no question. The first row of a run of rows is
+    the header; a row with another number of cells stays as it is; the rule under the header is dropped."""
+    out: list[str] = []
+    header: list[str] | None = None
+    for unit in units:
+        cells = unit.split(" | ") if " | " in unit else []
+        if cells and all(_RULE.fullmatch(c) for c in cells):
+            continue  # the |---|---| line under the header
+        if not cells:
+            header = None
+        elif header is None:
+            header = cells
+        elif len(cells) == len(header):
+            unit = "; ".join(f"{h}: {v}" for h, v in zip(header, cells, strict=True))
+        out.append(unit)
+    return out
+
+
 def candidates(hits: list[Hit], passages: int) -> list[Candidate]:
     out = []
     for i, hit in enumerate(hits[:passages], 1):
         language = detect_language(hit.text)
-        for j, unit in enumerate(quotable_units(hit.text)):
+        for j, unit in enumerate(with_headers(quotable_units(hit.text))):
             out.append(Candidate(i, j, unit[:MAX_UNIT_CHARS], language, context=hit.similarity or 0.0))
     return out
 

@@ -13,13 +13,13 @@ from fpdf import FPDF
 
 from agent.answering import check_citations, retrieval_system_prompt
 from agent.chat import ChatCore
-from agent.extractive import extractive_reply
+from agent.extractive import extractive_reply, with_headers
 from agent.knowledge.ingest import ingest_bytes
 from agent.knowledge.parsers import parse_document
 from agent.language import phrase
 from agent.models.phi3_chat import Phi3Chat
 from agent.models.tiny import build_tiny_phi3
-from agent.sentences import split_sentences
+from agent.sentences import quotable_units, split_sentences
 from agent.types import Audience, ChatReply, ChatRequest
 
 PDF_PARAGRAPHS = [
@@ -154,6 +154,17 @@ def test_the_best_passages_other_documents_are_listed_after_the_quoted_ones(know
     quoted = {int(n) for n in re.findall(r"\[(\d+)\]$", reply.text, flags=re.MULTILINE)}
     assert quoted == {1} and reply.sources[0].doc_id == "travel-en.md"
     assert [s.doc_id for s in reply.sources[1:]] == ["travel-es.md"]  # see also: listed, not quoted
+
+
+def test_a_table_row_is_quoted_with_its_column_names():
+    table = (
+        "| Method | GPUs | Peak memory |\n|---|---|---|\n| LoRA | 8 | ~16 GB |\n| QLoRA | 8 | ~10 GB |\n\n"
+        "Both runs used the same data."
+    )
+    units = with_headers(quotable_units(table))
+    assert "Method: QLoRA; GPUs: 8; Peak memory: ~10 GB" in units
+    assert units == ["Method | GPUs | Peak memory", "Method: LoRA; GPUs: 8; Peak memory: ~16 GB", units[2], units[3]]
+    assert units[-1] == "Both runs used the same data."
 
 
 def test_generated_citations_are_post_checked(caplog):
