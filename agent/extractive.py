@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
@@ -282,7 +282,8 @@ def translations(language: str, source: Hit, hits: list[Hit], search: Callable[[
         for h in search(source.text)
         if (h.similarity or 0.0) >= TWIN_FLOOR and _key(h) not in seen and detect_language(h.text) == language
     ]
-    return found[:TWINS]
+    # A translation is as relevant to the question as its original (its own similarity is to the original).
+    return [replace(h, score=source.score, similarity=source.similarity) for h in found[:TWINS]]
 
 
 def extractive_reply(
