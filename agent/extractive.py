@@ -51,8 +51,8 @@ SEE_ALSO_FROM = 3
 """List up to SEE_ALSO more documents from the SEE_ALSO_FROM best passages as sources (not quoted)."""
 TWIN_FLOOR = 0.75
 """Cosine similarity between two passages above which one is a translation of the other (multilingual USE:
-translations of a passage scored 0.82 and 0.92 on the development set, no other passage in the asker's language
-above 0.6)."""
+translations of a passage scored 0.82 and 0.92 on the development set; no other passage in the asker's language
+came among the ten nearest)."""
 TWINS = 2
 TWIN_SEARCH_K = 8
 _RANK_BONUS = {1: 0.06, 2: 0.03, 3: 0.01}
