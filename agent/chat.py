@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Literal, TypedDict, cast
 
@@ -29,7 +29,7 @@ from agent.answering import (
     retrieval_system_prompt,
     sources_block,
 )
-from agent.extractive import extractive_reply
+from agent.extractive import TWIN_SEARCH_K, extractive_reply
 from agent.knowledge.service import Knowledge
 from agent.language import detect_language, phrase
 from agent.routing import SemanticRouter, parse_forced_route
@@ -254,8 +254,8 @@ class ChatCore:
             answer, used = _renumber(text, cited), cited
             return {**self._finish(state, answer, [hits[n - 1] for n in used], started), "cited": cited}
         else:
-            extract = extractive_reply(question, language, hits, self.knowledge.embeddings)
-            answer, used = extract.text, extract.cited
+            extract = extractive_reply(question, language, hits, self.knowledge.embeddings, self._twin_search(state))
+            return self._finish(state, extract.text, extract.sources, started)
         return self._finish(state, answer, [hits[n - 1] for n in used], started)
 
     def _domain(self, state: ChatState) -> dict[str, Any]:
@@ -264,10 +264,12 @@ class ChatCore:
             hits = [Hit(**h) for h in state["hits"]]
             if not _relevant(hits):
                 return self._finish(state, phrase("no_domain_model", state["language"]), [], started)
-            extract = extractive_reply(state["question"], state["language"], hits, self.knowledge.embeddings)
+            extract = extractive_reply(
+                state["question"], state["language"], hits, self.knowledge.embeddings, self._twin_search(state)
+            )
             if not extract.covered:
                 return self._finish(state, phrase("no_domain_model", state["language"]), [], started)
-            return self._finish(state, extract.text, [hits[n - 1] for n in extract.cited], started)
+            return self._finish(state, extract.text, extract.sources, started)
         messages = [SystemMessage(domain_system_prompt(state["language"])), *self._history(state)]
         reply = self._ask(state, [*messages, HumanMessage(state["question"])])
         return self._finish(state, str(reply.content).strip(), [], started)
@@ -276,6 +278,11 @@ class ChatCore:
         return self._finish(state, phrase("smalltalk", state["language"]), [], time.perf_counter())
 
     # --- helpers ---------------------------------------------------------------------------------------------
+    def _twin_search(self, state: ChatState) -> Callable[[str], list[Hit]]:
+        """A dense search of what this conversation may see, for translations of a passage (agent.extractive)."""
+        audience = Audience(state["tenant"], state["scope"], tuple(state.get("also") or ()))
+        return lambda text: self.knowledge.search(audience, text, k=TWIN_SEARCH_K, mode="dense", one_per_document=False)
+
     def _ask(self, state: ChatState, messages: list[BaseMessage]) -> BaseMessage:
         """Every generator call goes through here, so each one is made for the conversation's tenant: a model that
         serves per-tenant adapters (Phi3Chat) must never answer with another tenant's. Servers that ignore the

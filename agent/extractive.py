@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
@@ -40,17 +41,38 @@ URL_PENALTY = 0.1  # "learn more at https://..." is a pointer, rarely the answer
 CJK_SHARE = 0.25
 PASSAGE_WEIGHT = 0.0
 STEM = 100
+PASSAGES = 6
 DIGIT_BONUS = 0.1
+QUANTITY_BONUS = 0.2
+"""More for a figure when the question asks for one (how many, how much, which version, ...): on the
+development questions, 0.64 -> 0.66 accepted; the rest of the bonuses were tuned before (see README)."""
+SEE_ALSO = 2
+SEE_ALSO_FROM = 3
+"""List up to SEE_ALSO more documents from the SEE_ALSO_FROM best passages as sources (not quoted)."""
+TWIN_FLOOR = 0.75
+"""Cosine similarity between two passages above which one is a translation of the other (multilingual USE:
+translations of a passage scored 0.82 and 0.92 on the development set; no other passage in the asker's language
+came among the ten nearest)."""
+TWINS = 2
+TWIN_SEARCH_K = 8
 _RANK_BONUS = {1: 0.06, 2: 0.03, 3: 0.01}
 _FOLLOWERS_MARGIN = 0.35  # a second or third sentence must score within this of the best one
 NEXT_WITHIN = 1
 _NEXT_BONUS = 0.1  # the sentence after the best one often completes it ("... in these regions:" "East US 2")
 _REPEAT = 0.85  # cosine above which a sentence only repeats one already quoted
+_QUANTITY = re.compile(
+    r"\b(?:how (?:many|much|big|large|long|often|fast)|what (?:size|version|port)|which (?:versions?|port|region))\b"
+    r"|\bcu[aá]nt[oa]s?\b|\bcombien\b|\bkiek\b|\bilan\b|\bgaano\b|\bхэд|कति"
+    r"|多少|多大|多久|几|幾|いくつ|どのくらい|何[個人台GgMm]|몇|얼마",
+    re.IGNORECASE,
+)
+"""A question asking for a figure, in the languages we serve: a sentence with a figure is likelier the answer."""
 _LATIN_TOKEN = re.compile(r"[A-Za-z0-9][\w.+/-]*[\w+]|\d", re.UNICODE)
 _CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+")
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _DIGIT = re.compile(r"\d")
 _URL = re.compile(r"https?://")
+_RULE = re.compile(r":?-{3,}:?")
 
 
 @dataclass(frozen=True)
@@ -105,11 +127,31 @@ def _idf(wanted: set[str], units: list[set[str]]) -> dict[str, float]:
     return {t: math.log(1 + n / (1 + sum(1 for u in units if t in u))) for t in wanted}
 
 
+def with_headers(units: list[str]) -> list[str]:
+    """Table rows spelled out with their column names ("Training method: QLoRA; GPUs: 8; ..."): a row of bare
+    cells means nothing to the reader, and its embedding matches no question. The first row of a run of rows is
+    the header; a row with another number of cells stays as it is; the rule under the header is dropped."""
+    out: list[str] = []
+    header: list[str] | None = None
+    for unit in units:
+        cells = unit.split(" | ") if " | " in unit else []
+        if cells and all(_RULE.fullmatch(c) for c in cells):
+            continue  # the |---|---| line under the header
+        if not cells:
+            header = None
+        elif header is None:
+            header = cells
+        elif len(cells) == len(header):
+            unit = "; ".join(f"{h}: {v}" for h, v in zip(header, cells, strict=True))
+        out.append(unit)
+    return out
+
+
 def candidates(hits: list[Hit], passages: int) -> list[Candidate]:
     out = []
     for i, hit in enumerate(hits[:passages], 1):
         language = detect_language(hit.text)
-        for j, unit in enumerate(quotable_units(hit.text)):
+        for j, unit in enumerate(with_headers(quotable_units(hit.text))):
             out.append(Candidate(i, j, unit[:MAX_UNIT_CHARS], language, context=hit.similarity or 0.0))
     return out
 
@@ -122,14 +164,16 @@ def score_candidates(
     wanted = _terms(question)
     units = [_terms(c.text) for c in found]
     weights = _idf(wanted, units) if IDF else {}
+    quantity = QUANTITY_BONUS if _QUANTITY.search(question) else 0.0
     matrix = np.asarray(embeddings.embed_documents([c.text for c in found]), dtype=np.float32)
+    sims = matrix @ q
     scored = []
     for n, c in enumerate(found):
         score = (
-            float(matrix[n] @ q)
+            float(sims[n])
             + OVERLAP_WEIGHT * overlap(wanted, units[n], weights)
             + _RANK_BONUS.get(c.passage, 0.0)
-            + (DIGIT_BONUS if _DIGIT.search(c.text) else 0.0)
+            + ((DIGIT_BONUS + quantity) if _DIGIT.search(c.text) else 0.0)
             + (SAME_LANGUAGE_BONUS if c.language == language else 0.0)
             - (0.3 if c.text.endswith(("?", "？")) else 0.0)
             - (0.12 if looks_like_heading(c.text) else 0.0)
@@ -150,7 +194,7 @@ def extract_answer(
     embeddings: Embeddings,
     *,
     language: str | None = None,
-    passages: int = 6,
+    passages: int = PASSAGES,
 ) -> Extract:
     """The best sentences, best first, all in one language, cited [n]; `covered` False when none answers."""
     language = language or detect_language(question)
@@ -198,20 +242,80 @@ class Reply:
     text: str
     cited: list[int]  # 1-based passage numbers, in the order the reply numbers them
     covered: bool
+    see_also: list[int] = field(default_factory=list)
+    """Passages of other documents among the best ones, listed after the quoted ones but not quoted."""
+    hits: list[Hit] = field(default_factory=list)
+    """The passages the numbers refer to."""
+
+    @property
+    def sources(self) -> list[Hit]:
+        """The passages to list, numbered in this order: the quoted ones, then "see also"."""
+        return [self.hits[n - 1] for n in (*self.cited, *self.see_also)]
 
 
-def extractive_reply(question: str, language: str, hits: list[Hit], embeddings: Embeddings) -> Reply:
+def see_also(hits: list[Hit], cited: list[int]) -> list[int]:
+    """Up to SEE_ALSO of the best passages whose documents the quotes do not already name, one per document:
+    the numbered sources say where the answer comes from and where to read on (the quotes are one to three
+    sentences; the fact asked for may be told at more length, or in another language, elsewhere)."""
+    named = {hits[n - 1].doc_id for n in cited}
+    out: list[int] = []
+    for n, hit in enumerate(hits[:SEE_ALSO_FROM], 1):
+        if len(out) >= SEE_ALSO:
+            break
+        if hit.doc_id not in named:
+            named.add(hit.doc_id)
+            out.append(n)
+    return out
+
+
+def _key(hit: Hit) -> tuple[str, str, int]:
+    return hit.scope, hit.doc_id, hit.chunk
+
+
+def translations(language: str, source: Hit, hits: list[Hit], search: Callable[[str], list[Hit]]) -> list[Hit]:
+    """Passages in the asker's language that translate `source` (a passage in another language): found by a
+    dense search with the whole passage as the query, kept when they match it as closely as only a translation
+    does (TWIN_FLOOR). The question alone often misses them: it matches the original's words better."""
+    seen = {_key(h) for h in hits}
+    found = [
+        h
+        for h in search(source.text)
+        if (h.similarity or 0.0) >= TWIN_FLOOR and _key(h) not in seen and detect_language(h.text) == language
+    ]
+    # A translation is as relevant to the question as its original (its own similarity is to the original).
+    return [replace(h, score=source.score, similarity=source.similarity) for h in found[:TWINS]]
+
+
+def extractive_reply(
+    question: str,
+    language: str,
+    hits: list[Hit],
+    embeddings: Embeddings,
+    search: Callable[[str], list[Hit]] | None = None,
+) -> Reply:
     """The reply a chat surface shows (without its sources list) and the passages it cites, renumbered in the
-    order they are cited; when nothing answers, "not covered" naming (and citing) the closest document."""
-    extract = extract_answer(question, hits, embeddings, language=language)
+    order they are cited; when nothing answers, "not covered" naming (and citing) the closest document.
+
+    With `search` (a dense search of what the asker may see), a quote in another language is looked up for a
+    translation in the asker's language, which then competes with it like any other passage. The reply's
+    numbers refer to `Reply.hits`: the passages given, then any translation found."""
+    hits = hits[:PASSAGES]
+    extract = extract_answer(question, hits, embeddings, language=language, passages=PASSAGES)
+    if extract.covered and search is not None and extract.quoted[0].language != language:
+        twins = translations(language, hits[extract.quoted[0].passage - 1], hits, search)
+        if twins:
+            more = [*hits, *twins]
+            again = extract_answer(question, more, embeddings, language=language, passages=len(more))
+            if again.covered and again.quoted[0].language == language:
+                hits, extract = more, again
     if not extract.covered:
         if not hits:
-            return Reply(phrase("nothing_found", language), [], False)
-        return Reply(phrase("not_covered", language, title=f"“{hits[0].title}”"), [1], False)
+            return Reply(phrase("nothing_found", language), [], False, hits=hits)
+        return Reply(phrase("not_covered", language, title=f"“{hits[0].title}”"), [1], False, hits=hits)
     mapping = {old: new for new, old in enumerate(extract.cited, 1)}
     body = re.sub(r"\[(\d+)\]$", lambda m: f"[{mapping[int(m.group(1))]}]", extract.text, flags=re.MULTILINE)
     head = phrase("from_docs", language)
     quoted_language = extract.quoted[0].language
     if quoted_language != language:
         head = phrase("other_language", language, other=ENDONYMS.get(quoted_language, quoted_language))
-    return Reply(f"{head}\n{body}", extract.cited, True)
+    return Reply(f"{head}\n{body}", extract.cited, True, see_also(hits, extract.cited), hits)

@@ -87,7 +87,9 @@ def main(lt: Path, ne: Path, zh_tw: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = KnowledgeStore(str(Path(tmp) / "demo.db"), collection="demo", dim=model.dim, embedding_name=model.name)
         for name, data in files:
-            result = ingest_bytes(store, model, audience, data=data, source=name, doc_id=name, max_bytes=10**7)
+            result = ingest_bytes(
+                store, model, audience, data=data, source=name, doc_id=name, max_bytes=settings.max_upload_bytes
+            )
             print(f"shared {name}: {result.status}, title “{result.title}”, {result.chunks} passages")
         store.flush()
         core = ChatCore(Knowledge(store, settings))

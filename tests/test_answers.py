@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from functools import partial
 from uuid import uuid4
 
 import pytest
@@ -12,12 +13,13 @@ from fpdf import FPDF
 
 from agent.answering import check_citations, retrieval_system_prompt
 from agent.chat import ChatCore
+from agent.extractive import extractive_reply, with_headers
 from agent.knowledge.ingest import ingest_bytes
 from agent.knowledge.parsers import parse_document
 from agent.language import phrase
 from agent.models.phi3_chat import Phi3Chat
 from agent.models.tiny import build_tiny_phi3
-from agent.sentences import split_sentences
+from agent.sentences import quotable_units, split_sentences
 from agent.types import Audience, ChatReply, ChatRequest
 
 PDF_PARAGRAPHS = [
@@ -126,6 +128,43 @@ def test_another_language_is_quoted_with_a_note_when_none_in_the_askers(knowledg
     first_line = reply.text.splitlines()[0]
     assert first_line == phrase("other_language", "fr", other="English"), reply.text
     assert "fourteen days" in reply.text
+
+
+def test_a_translation_the_question_did_not_find_is_looked_up_and_quoted(knowledge, audience):
+    _share(knowledge, audience, EN, "travel-en.md")
+    _share(knowledge, audience, ES, "travel-es.md")
+    question = "¿Con cuántos días de antelación hay que reservar un vuelo?"
+    # As when the question's own search ranks only the English document among the best passages:
+    english = [
+        h for h in knowledge.search(audience, question, k=6, one_per_document=False) if h.doc_id == "travel-en.md"
+    ]
+    alone = extractive_reply(question, "es", english, knowledge.embeddings)
+    assert alone.text.startswith(phrase("other_language", "es", other="English")), alone.text
+    search = partial(knowledge.search, audience, k=8, mode="dense", one_per_document=False)
+    reply = extractive_reply(question, "es", english, knowledge.embeddings, search)
+    assert reply.text.startswith(phrase("from_docs", "es")), reply.text
+    assert "catorce días" in reply.text.splitlines()[1]
+    assert reply.sources[0].doc_id == "travel-es.md"
+
+
+def test_the_best_passages_other_documents_are_listed_after_the_quoted_ones(knowledge, audience):
+    _share(knowledge, audience, EN, "travel-en.md")
+    _share(knowledge, audience, ES, "travel-es.md")
+    reply = _ask(knowledge, audience, "How many days before departure must flights be booked?")
+    quoted = {int(n) for n in re.findall(r"\[(\d+)\]$", reply.text, flags=re.MULTILINE)}
+    assert quoted == {1} and reply.sources[0].doc_id == "travel-en.md"
+    assert [s.doc_id for s in reply.sources[1:]] == ["travel-es.md"]  # see also: listed, not quoted
+
+
+def test_a_table_row_is_quoted_with_its_column_names():
+    table = (
+        "| Method | GPUs | Peak memory |\n|---|---|---|\n| LoRA | 8 | ~16 GB |\n| QLoRA | 8 | ~10 GB |\n\n"
+        "Both runs used the same data."
+    )
+    units = with_headers(quotable_units(table))
+    assert "Method: QLoRA; GPUs: 8; Peak memory: ~10 GB" in units
+    assert units == ["Method | GPUs | Peak memory", "Method: LoRA; GPUs: 8; Peak memory: ~16 GB", units[2], units[3]]
+    assert units[-1] == "Both runs used the same data."
 
 
 def test_generated_citations_are_post_checked(caplog):
