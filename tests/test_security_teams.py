@@ -107,8 +107,8 @@ def test_the_content_type_must_be_exactly_json(services):
     assert asyncio.run(scenario()) == [415, 415, 201]
 
 
-@pytest.mark.xfail(strict=False, reason="fails after the merges of 2026-12-04; open, see the closing note")
 def test_without_authentication_a_file_from_a_remote_host_is_not_fetched(services):
+    """The refusal edits the file's one progress message (issue 19), so it is looked for among edits too."""
     assistant = Assistant(services)
 
     async def scenario() -> str:
@@ -118,7 +118,7 @@ def test_without_authentication_a_file_from_a_remote_host_is_not_fetched(service
             attachment["content"]["downloadUrl"] = "http://files.attacker.invalid/guide.md"
             act["attachments"] = [attachment]
             await teams.post(act)
-            reply = await teams.reply(act["conversation"]["id"], lambda s: "not allowed" in s.text, timeout_s=30)
+            reply = await teams.seen(act["conversation"]["id"], lambda s: "not allowed" in s.text, timeout_s=30)
             return reply.text
 
     assert "not loopback" in asyncio.run(scenario())
