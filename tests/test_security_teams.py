@@ -188,3 +188,30 @@ def test_every_redirect_hop_is_checked_and_names_resolving_to_private_addresses_
     assert "failed" in private
     assert ok == b"plain text content"
     assert hits == ["/redirect", "/file.txt"]  # neither the redirect target nor the private name was fetched
+
+
+def test_with_authentication_only_the_msteams_channel_is_served(services):
+    """Finding 9: a validly signed activity from another Bot Framework channel (Direct Line, Emulator) is refused."""
+    from tests.test_teams import _Signer
+
+    signer = _Signer()
+    app_id = "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d"
+    auth = {"teams_app_id": app_id, "teams_app_password": "secret", "teams_openid_metadata_url": signer.metadata_url}
+    assistant = Assistant(services.model_copy(update=auth))
+
+    async def scenario() -> dict[str, int]:
+        async with teams_endpoint(assistant, "teams-channels") as teams:
+            out = {}
+            for channel in ("directline", "emulator", "msteams"):
+                act = teams.activity("message_personal.json", text="help")
+                act["channelId"] = channel
+                token = signer.token(app_id, teams.connector.url)
+                out[channel] = (await teams.post(act, {"Authorization": f"Bearer {token}"}))[0]
+            return out
+
+    try:
+        statuses = asyncio.run(scenario())
+    finally:
+        signer.server.shutdown()
+    assert statuses["directline"] == statuses["emulator"] == 403
+    assert statuses["msteams"] in (200, 201)
