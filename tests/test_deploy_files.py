@@ -34,6 +34,7 @@ REQUIRED_ENV = {
     "REDIS_PASSWORD": "not-a-real-secret",
     "FLOWER_USER": "admin",
     "FLOWER_PASSWORD": "not-a-real-secret",
+    "MILVUS_ROOT_PASSWORD": "not-a-real-secret",
 }
 REDIS_IN_COMPOSE = re.compile(r"^redis://:\$\{REDIS_PASSWORD:\?[^}]+\}@redis:")
 """Every client of the compose Redis authenticates (issue 20): requirepass is set on the server."""
@@ -296,3 +297,19 @@ def test_services_authenticate_and_secrets_go_only_where_used(compose: dict[str,
             assert Path(str(path)).name != ".env", f"{name} must not receive every secret of .env"
     assert _environment(services["slack-bot"]).get("EXPERTBOT_SLACK_HOST") == "0.0.0.0"
     assert Settings.model_fields["slack_host"].default == "127.0.0.1"
+
+
+def test_milvus_requires_authentication_and_the_app_containers_carry_its_token(compose: dict[str, Any]) -> None:
+    """Issue 20, finding 8: the compose Milvus has authentication on, its root password comes from .env (no
+    default), every expertbot container gets MILVUS_TOKEN=root:<that password>, and no other container does."""
+    services = compose["services"]
+    milvus = _environment(services["milvus"])
+    assert milvus.get("COMMON_SECURITY_AUTHORIZATIONENABLED", "").lower() == "true"
+    assert milvus.get("COMMON_SECURITY_DEFAULTROOTPASSWORD", "").startswith("${MILVUS_ROOT_PASSWORD:?")
+    for name, svc in services.items():
+        env = _environment(svc)
+        if _is_app(svc):
+            assert env.get("MILVUS_TOKEN", "").startswith("root:${MILVUS_ROOT_PASSWORD:?"), f"{name}: MILVUS_TOKEN"
+        elif name != "milvus":
+            assert not any("MILVUS_ROOT_PASSWORD" in v for v in env.values()), f"{name} must not get Milvus's password"
+    assert re.search(r"^MILVUS_ROOT_PASSWORD=$", ENV_EXAMPLE.read_text(encoding="utf-8"), re.MULTILINE)

@@ -107,8 +107,8 @@ def test_the_content_type_must_be_exactly_json(services):
     assert asyncio.run(scenario()) == [415, 415, 201]
 
 
-@pytest.mark.xfail(strict=False, reason="fails after the merges of 2026-12-04; open, see the closing note")
 def test_without_authentication_a_file_from_a_remote_host_is_not_fetched(services):
+    """The refusal edits the file's one progress message (issue 19), so it is looked for among edits too."""
     assistant = Assistant(services)
 
     async def scenario() -> str:
@@ -118,7 +118,7 @@ def test_without_authentication_a_file_from_a_remote_host_is_not_fetched(service
             attachment["content"]["downloadUrl"] = "http://files.attacker.invalid/guide.md"
             act["attachments"] = [attachment]
             await teams.post(act)
-            reply = await teams.reply(act["conversation"]["id"], lambda s: "not allowed" in s.text, timeout_s=30)
+            reply = await teams.seen(act["conversation"]["id"], lambda s: "not allowed" in s.text, timeout_s=30)
             return reply.text
 
     assert "not loopback" in asyncio.run(scenario())
@@ -188,3 +188,30 @@ def test_every_redirect_hop_is_checked_and_names_resolving_to_private_addresses_
     assert "failed" in private
     assert ok == b"plain text content"
     assert hits == ["/redirect", "/file.txt"]  # neither the redirect target nor the private name was fetched
+
+
+def test_with_authentication_only_the_msteams_channel_is_served(services):
+    """Finding 9: a validly signed activity from another Bot Framework channel (Direct Line, Emulator) is refused."""
+    from tests.test_teams import _Signer
+
+    signer = _Signer()
+    app_id = "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d"
+    auth = {"teams_app_id": app_id, "teams_app_password": "secret", "teams_openid_metadata_url": signer.metadata_url}
+    assistant = Assistant(services.model_copy(update=auth))
+
+    async def scenario() -> dict[str, int]:
+        async with teams_endpoint(assistant, "teams-channels") as teams:
+            out = {}
+            for channel in ("directline", "emulator", "msteams"):
+                act = teams.activity("message_personal.json", text="help")
+                act["channelId"] = channel
+                token = signer.token(app_id, teams.connector.url)
+                out[channel] = (await teams.post(act, {"Authorization": f"Bearer {token}"}))[0]
+            return out
+
+    try:
+        statuses = asyncio.run(scenario())
+    finally:
+        signer.server.shutdown()
+    assert statuses["directline"] == statuses["emulator"] == 403
+    assert statuses["msteams"] in (200, 201)

@@ -14,7 +14,18 @@ import typer
 
 from agent.settings import ConfigError, Settings, get_settings
 from bot.cli import adapters, docs, knowledge, measure, training
-from bot.cli.common import JsonOpt, ScopeOpt, TenantOpt, audience_of, err, fail, load_settings, out, print_json
+from bot.cli.common import (
+    JsonOpt,
+    ScopeOpt,
+    TenantOpt,
+    audience_of,
+    config_error,
+    err,
+    fail,
+    load_settings,
+    out,
+    print_json,
+)
 
 app = typer.Typer(help="expertbot: your company's domain expert in chat.", no_args_is_help=True)
 teams_app = typer.Typer(help="The Microsoft Teams endpoint and its app package.", no_args_is_help=True)
@@ -97,7 +108,7 @@ def slack(
     try:
         asyncio.run(serve(load_settings()))
     except ConfigError as exc:
-        raise fail(str(exc), 2) from None
+        raise config_error(exc) from None
     except SlackApiError as exc:
         raise fail(f"Slack refused the connection ({exc.response.get('error')}): check the tokens in .env") from None
     # Answer threads still waiting on Milvus or Redis must not keep a stopped app alive: what matters is stored.
@@ -167,6 +178,8 @@ def main() -> None:
 
     try:
         app()
+    except ConfigError as exc:  # a setting found wrong once the command runs (e.g. `teams serve` on 0.0.0.0)
+        sys.exit(config_error(exc).exit_code)
     except MilvusException as exc:
         settings = get_settings()
         err.print(f"[red]error:[/] Milvus at {settings.effective_milvus_uri} did not answer ({exc.message}).")

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from agent.settings import ConfigError, Settings, get_settings
 from agent.types import TENANT_WIDE, Audience
@@ -25,13 +26,18 @@ TenantOpt = Annotated[str | None, typer.Option("--tenant", help="Workspace / tea
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
+def config_error(exc: ConfigError) -> typer.Exit:
+    """One line naming the bad setting (not wrapped, not read as markup), and exit status 2."""
+    err.print(f"[red]configuration error:[/] {escape(str(exc))}", soft_wrap=True)
+    return typer.Exit(2)
+
+
 def load_settings() -> Settings:
     """The settings, or exit 2 naming the bad setting."""
     try:
         return get_settings()
     except ConfigError as exc:
-        err.print(f"[red]configuration error:[/] {exc}")
-        raise typer.Exit(2) from None
+        raise config_error(exc) from None
 
 
 def audience_of(settings: Settings, tenant: str | None, scope: str | None) -> Audience:

@@ -31,14 +31,22 @@ def docs_list(tenant: TenantOpt = None, scope: ScopeOpt = None, as_json: JsonOpt
 
 @docs_app.command("forget")
 def docs_forget(doc_id: str, tenant: TenantOpt = None, scope: ScopeOpt = None) -> None:
-    """Remove a document (every chunk of it) from one scope."""
+    """Remove a document from one scope everywhere it left a trace: its passages, the answers and votes quoting it,
+    the conversations citing it (as the chat command `forget` does)."""
+    from agent.forgetting import forget_document
     from agent.knowledge.service import open_knowledge
+    from agent.learning import LearningStore
 
     settings = load_settings()
-    removed = open_knowledge(settings).store.forget(audience_of(settings, tenant, scope), doc_id)
-    if not removed:
+    learning = LearningStore.from_url(settings.effective_redis_url)
+    store = open_knowledge(settings).store
+    gone = forget_document(store, learning, settings.memory_path, audience_of(settings, tenant, scope), doc_id)
+    if not gone.passages:
         raise fail(f"no document {doc_id!r} in that scope (see `expertbot docs list`)")
-    out.print(f"forgot {doc_id}: {removed} chunks removed")
+    out.print(
+        f"forgot {doc_id}: {gone.passages} chunks removed, "
+        f"{gone.answers} answers quoting it and {gone.conversations} conversations citing it deleted"
+    )
 
 
 @docs_app.command("migrate")

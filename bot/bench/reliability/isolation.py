@@ -3,6 +3,13 @@ ever reaches the tenant's adapter training data.
 
 Documents are written with the ingestion code the workers run (in-process here, to keep the suite short); every
 question is then asked from every scope, through the store's search (all pairs) and the chat core (a sample).
+
+The scenario has a knowledge base of its own (`<collection>_isolation`), so that its figures do not depend on what
+earlier scenarios left. BM25 statistics are per bucket, and in Milvus Lite per segment: when a bucket already held
+three data files of unrelated documents, Milvus Lite's background compaction merged the scenario's documents into
+them, "budget" and "project" became rare terms there, and such a document outranked by BM25 the one document naming
+the codename asked about, in another bucket (28/29 "own document first" now and then under load, no passage
+crossing a scope; reproduced deterministically: 22/29 with three flushes of unrelated files in half the buckets).
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ def audience_isolation(
     seed: int = 11,
 ) -> dict[str, Any]:
     rng = random.Random(seed)
-    knowledge = open_knowledge(h.settings)
+    settings = h.settings.model_copy(update={"collection": f"{h.settings.collection}_isolation"})
+    knowledge = open_knowledge(settings)
     store, model = knowledge.store, knowledge.embeddings
     places = audiences(tenants, scopes)
     docs: dict[str, tuple[Audience, str]] = {}  # doc id -> (where it was shared, its question)
@@ -62,7 +70,7 @@ def audience_isolation(
         )
         doc_id = f"{name.lower()}.md"
         result = ingest_bytes(
-            store, model, where, data=text.encode(), source=doc_id, max_bytes=h.settings.max_upload_bytes, flush=False
+            store, model, where, data=text.encode(), source=doc_id, max_bytes=settings.max_upload_bytes, flush=False
         )
         assert result.status == "ready", result
         docs[doc_id] = (where, f"What is the budget of project {name}?")
@@ -72,6 +80,7 @@ def audience_isolation(
     asked = rng.sample(sorted(docs), min(questions, len(docs)))
     vectors = model.embed_documents([docs[d][1] for d in asked])
     leaks: list[str] = []
+    misses: list[str] = []
     own_found = own_total = searches = 0
     started = time.monotonic()
     for doc_id, vector in zip(asked, vectors, strict=True):
@@ -85,10 +94,13 @@ def audience_isolation(
                     leaks.append(f"{hit.doc_id} ({src.tenant}/{src.scope}) seen from {where.tenant}/{where.scope}")
             if where.tenant == home.tenant and home.scope in (where.scope, TENANT_WIDE):
                 own_total += 1
-                own_found += bool(hits) and hits[0].doc_id == doc_id
+                first = bool(hits) and hits[0].doc_id == doc_id
+                own_found += first
+                if not first:
+                    misses.append(f"{doc_id} from {where.scope}: {[(h.doc_id, round(h.score, 4)) for h in hits]}")
     search_s = time.monotonic() - started
 
-    core = make_chat_core(h.settings)
+    core = make_chat_core(settings, knowledge=knowledge)
     chat_leaks = 0
     for n in range(chat_answers):
         doc_id = asked[n % len(asked)]
@@ -121,6 +133,7 @@ def audience_isolation(
         "ingest_s": round(ingest_s, 1),
         **training,
         **({"leaks": leaks[:3]} if leaks else {}),
+        **({"misses": misses[:3]} if misses else {}),
     }
 
 
