@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -16,6 +19,22 @@ from langchain_core.embeddings import Embeddings
 from agent.settings import EmbeddingModelName
 
 _threads = 0
+_queries: ContextVar[dict[tuple[int, str], list[float]] | None] = ContextVar("expertbot_queries", default=None)
+
+
+@contextmanager
+def one_vector_per_question() -> Iterator[None]:
+    """Within the block, each model embeds a query text once: one answer asks for its question's vector three
+    times (the search, the router, the extractive answer), and each encoding is most of an answer's CPU time.
+    Scoped to one answer (a context variable), so nothing is shared between answers or users."""
+    token = _queries.set({})
+    try:
+        yield
+    finally:
+        try:
+            _queries.reset(token)
+        except ValueError:  # a generator resumed in another context: drop this answer's vectors all the same
+            _queries.set(None)
 
 
 def use_threads(n: int) -> None:
@@ -66,7 +85,13 @@ class PackagedEmbeddings(Embeddings):
         return self._vectors(texts, query=False)
 
     def embed_query(self, text: str) -> list[float]:
-        return self._vectors([text], query=True)[0]
+        memo = _queries.get()
+        if memo is None:
+            return self._vectors([text], query=True)[0]
+        key = (id(self), text)
+        if key not in memo:
+            memo[key] = self._vectors([text], query=True)[0]
+        return list(memo[key])
 
 
 class MultilingualUSE(PackagedEmbeddings):
