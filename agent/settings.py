@@ -61,7 +61,10 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(25.0, gt=0)
     embed_batch: int = Field(32, ge=1, le=1024)
     embed_threads: int = Field(
-        0, ge=0, description="Threads the embedding model uses per process; 0: all cores, a worker's share in a worker."
+        0,
+        ge=0,
+        description="Threads the embedding model uses per process; 0: all cores, a worker's share in a worker, "
+        "one in a process that answers.",
     )
 
     # --- answering ------------------------------------------------------------------------------------------

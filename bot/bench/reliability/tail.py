@@ -75,16 +75,19 @@ class AnswerTiming:
         return 1000 * (self.end - self.start)
 
 
-def _pct(values: list[float], q: float) -> float:
+def _pct(values: list[float], q: float, digits: int | None = 1) -> float:
+    """The q-quantile (nearest rank), rounded to `digits` for reports; unrounded (None) to compare against, since
+    a value rounded up (3441.46 -> 3441.5) leaves no value at or above it."""
     ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1) if ordered else 0.0
+    value = ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+    return value if digits is None else round(value, digits)
 
 
 def tail_report(answers: list[AnswerTiming], gc_pauses: GcPauses, executor: QueueTimedExecutor) -> dict[str, Any]:
     """The slowest 1% of answers taken apart, next to the whole run's thread waits and collections."""
     if not answers:
         return {}
-    cutoff = _pct([a.latency_ms for a in answers], 0.99)
+    cutoff = _pct([a.latency_ms for a in answers], 0.99, None)
     slow = [a for a in answers if a.latency_ms >= cutoff]
 
     def mean(values: list[float]) -> float:
