@@ -37,6 +37,9 @@ from bot.localstack.services import (
 )
 from workers.names import INGEST_QUEUE, TRAIN_QUEUE
 
+_BROKEN = select.POLLERR | select.POLLHUP | select.POLLNVAL
+"""What poll reports for an output whose terminal closed or whose pipe lost its reader."""
+
 
 def say(text: str, *, end: str = "\n") -> None:
     """Progress on stderr, best-effort: a closed or broken stderr must not interrupt starting or stopping."""
@@ -156,16 +159,19 @@ class LocalStack:
             self._old_handlers.clear()
 
     def _watch_outputs(self) -> None:
-        """Watch stdout and stderr for a hang-up or a closed reader, if they are open now."""
+        """Watch stdout and stderr for a hang-up or a closed reader, if they are open and whole now: an output
+        broken from the start (a parent that closed its end before we ran) is no sign that anyone left."""
         for fd in (1, 2):
             with contextlib.suppress(OSError):
                 os.fstat(fd)
                 self._outputs.register(fd, 0)  # POLLERR, POLLHUP and POLLNVAL are always reported
+        for fd, events in self._outputs.poll(0):
+            if events & _BROKEN:
+                self._outputs.unregister(fd)
 
     def outputs_gone(self) -> bool:
         """Whether stdout or stderr broke since start: the terminal closed, or the pipe's reader exited."""
-        broken = select.POLLERR | select.POLLHUP | select.POLLNVAL
-        return any(events & broken for _, events in self._outputs.poll(0))
+        return any(events & _BROKEN for _, events in self._outputs.poll(0))
 
     def _install_signal_handlers(self) -> None:
         """Make SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt (only the main thread handles signals)."""
