@@ -30,7 +30,7 @@ from agent.answering import (
     sources_block,
 )
 from agent.extractive import TWIN_SEARCH_K, extractive_reply
-from agent.knowledge.embeddings import one_vector_per_question
+from agent.knowledge.embeddings import one_encoding_per_text
 from agent.knowledge.service import Knowledge
 from agent.language import detect_language, phrase
 from agent.routing import SemanticRouter, parse_forced_route
@@ -129,7 +129,7 @@ class ChatCore:
             return ChatReply(phrase("smalltalk", "en"), "smalltalk", 1.0, "empty message")
         key = self._thread_key(request)
         state = self._initial_state(request, text)
-        with one_vector_per_question():
+        with one_encoding_per_text():
             out = self.graph.invoke(state, {"configurable": {"thread_id": key}})
         return self._reply(out, started, shortened=len(text) > MAX_QUESTION_CHARS)
 
@@ -147,7 +147,7 @@ class ChatCore:
         config: Any = {"configurable": {"thread_id": self._thread_key(request)}}
         state = self._initial_state(request, text)
         streamed, out = False, dict[str, Any]()
-        with one_vector_per_question():  # the graph is iterated in one thread: one context throughout
+        with one_encoding_per_text():  # the graph is iterated in one thread: one context throughout
             for mode, data in self.graph.stream(state, config, stream_mode=["updates", "messages", "values"]):
                 data = cast(Any, data)
                 if mode == "values":  # the whole state as it is now: the checkpoint keeps no passages (agent/memory.py)

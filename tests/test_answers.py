@@ -147,6 +147,31 @@ def test_a_translation_the_question_did_not_find_is_looked_up_and_quoted(knowled
     assert reply.sources[0].doc_id == "travel-es.md"
 
 
+def test_scoring_again_with_a_translation_encodes_no_sentence_twice(knowledge, audience, monkeypatch):
+    from agent.knowledge.embeddings import one_encoding_per_text
+
+    _share(knowledge, audience, EN, "travel-en.md")
+    _share(knowledge, audience, ES, "travel-es.md")
+    question = "¿Con cuántos días de antelación hay que reservar un vuelo?"
+    english = [
+        h for h in knowledge.search(audience, question, k=6, one_per_document=False) if h.doc_id == "travel-en.md"
+    ]
+    embeddings, encoded = knowledge.embeddings, []
+    encode = embeddings._vectors
+
+    def counted(texts: list[str], *, query: bool) -> list[list[float]]:
+        encoded.extend((query, t) for t in texts)
+        vectors: list[list[float]] = encode(texts, query=query)
+        return vectors
+
+    monkeypatch.setattr(embeddings, "_vectors", counted)
+    search = partial(knowledge.search, audience, k=8, mode="dense", one_per_document=False)
+    with one_encoding_per_text():
+        reply = extractive_reply(question, "es", english, embeddings, search)
+    assert reply.sources[0].doc_id == "travel-es.md"  # the translation was found and scored with the rest
+    assert encoded and len(encoded) == len(set(encoded)), "a text was encoded twice in one answer"
+
+
 def test_the_best_passages_other_documents_are_listed_after_the_quoted_ones(knowledge, audience):
     _share(knowledge, audience, EN, "travel-en.md")
     _share(knowledge, audience, ES, "travel-es.md")

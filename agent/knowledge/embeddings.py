@@ -19,22 +19,23 @@ from langchain_core.embeddings import Embeddings
 from agent.settings import EmbeddingModelName
 
 _threads = 0
-_queries: ContextVar[dict[tuple[int, str], list[float]] | None] = ContextVar("expertbot_queries", default=None)
+_encoded: ContextVar[dict[tuple[int, bool, str], list[float]] | None] = ContextVar("expertbot_encoded", default=None)
 
 
 @contextmanager
-def one_vector_per_question() -> Iterator[None]:
-    """Within the block, each model embeds a query text once: one answer asks for its question's vector three
-    times (the search, the router, the extractive answer), and each encoding is most of an answer's CPU time.
-    Scoped to one answer (a context variable), so nothing is shared between answers or users."""
-    token = _queries.set({})
+def one_encoding_per_text() -> Iterator[None]:
+    """Within the block, each model encodes a text once: one answer asks for its question's vector three times
+    (the search, the router, the extractive answer), and the extractive answer scores its candidate sentences
+    again when a translation joins them; encodings are most of an answer's CPU time. Scoped to one answer (a
+    context variable), so nothing is shared between answers or users."""
+    token = _encoded.set({})
     try:
         yield
     finally:
         try:
-            _queries.reset(token)
+            _encoded.reset(token)
         except ValueError:  # a generator resumed in another context: drop this answer's vectors all the same
-            _queries.set(None)
+            _encoded.set(None)
 
 
 def use_threads(n: int) -> None:
@@ -89,17 +90,22 @@ class PackagedEmbeddings(Embeddings):
         matrix = matrix / np.maximum(norms, 1e-12)
         return [row.tolist() for row in matrix]
 
+    def _remembered(self, texts: list[str], *, query: bool) -> list[list[float]]:
+        """`_vectors`, encoding only the texts not yet encoded inside `one_encoding_per_text`."""
+        memo = _encoded.get()
+        if memo is None:
+            return self._vectors(texts, query=query)
+        keys = [(id(self), query, text) for text in texts]
+        missing = list(dict.fromkeys(text for text, key in zip(texts, keys, strict=True) if key not in memo))
+        for text, vector in zip(missing, self._vectors(missing, query=query), strict=True):
+            memo[(id(self), query, text)] = vector
+        return [list(memo[key]) for key in keys]
+
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self._vectors(texts, query=False)
+        return self._remembered(texts, query=False)
 
     def embed_query(self, text: str) -> list[float]:
-        memo = _queries.get()
-        if memo is None:
-            return self._vectors([text], query=True)[0]
-        key = (id(self), text)
-        if key not in memo:
-            memo[key] = self._vectors([text], query=True)[0]
-        return list(memo[key])
+        return self._remembered([text], query=True)[0]
 
 
 class MultilingualUSE(PackagedEmbeddings):
