@@ -249,17 +249,14 @@ class ChatCore:
         hits = [Hit(**h) for h in state["hits"]]
         question, language = state["question"], state["language"]
         if not _relevant(hits):
-            answer, used = phrase("nothing_found", language), []
-        elif self.llm is not None:
-            prompt = [SystemMessage(retrieval_system_prompt(language) + "\n\n" + sources_block(hits))]
-            reply = self._ask(state, [*prompt, *self._history(state), HumanMessage(question)])
-            text, cited = check_citations(str(reply.content).strip(), len(hits), question=question)
-            answer, used = _renumber(text, cited), cited
-            return {**self._finish(state, answer, [hits[n - 1] for n in used], started), "cited": cited}
-        else:
+            return self._finish(state, phrase("nothing_found", language), [], started)
+        if self.llm is None:
             extract = extractive_reply(question, language, hits, self.knowledge.embeddings, self._twin_search(state))
             return self._finish(state, extract.text, extract.sources, started)
-        return self._finish(state, answer, [hits[n - 1] for n in used], started)
+        prompt = [SystemMessage(retrieval_system_prompt(language) + "\n\n" + sources_block(hits))]
+        reply = self._ask(state, [*prompt, *self._history(state), HumanMessage(question)])
+        text, cited = check_citations(str(reply.content).strip(), len(hits), question=question)
+        return {**self._finish(state, _renumber(text, cited), [hits[n - 1] for n in cited], started), "cited": cited}
 
     def _domain(self, state: ChatState) -> dict[str, Any]:
         started = time.perf_counter()
