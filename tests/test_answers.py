@@ -156,7 +156,8 @@ def test_scoring_again_with_a_translation_encodes_no_sentence_twice(knowledge, a
     english = [
         h for h in knowledge.search(audience, question, k=6, one_per_document=False) if h.doc_id == "travel-en.md"
     ]
-    embeddings, encoded = knowledge.embeddings, []
+    embeddings = knowledge.embeddings
+    encoded: list[tuple[bool, str]] = []
     encode = embeddings._vectors
 
     def counted(texts: list[str], *, query: bool) -> list[list[float]]:
