@@ -49,8 +49,9 @@ def looks_like_heading(unit: str) -> bool:
 
 
 _CODE = re.compile(
-    r"^(?:import|from|pip|python|def|class|return|print|sudo|cd|git|npm|conda|\$|#include)\b"
+    r"^(?:import|from|pip3?|python3?|def|class|return|print|sudo|cd|git|npm|conda|export|\$|#include)\b"
     r"|^(?:dotnet|docker|az|curl|wget|huggingface-cli|olive)\s|^[\w.\-\[\]'\"]+\s*[+\-*/]?=\s*\S|[({\[,;]$|^[)}\]]|\w\(\S*\)$"
+    r"|^(?!.*[.!?]$)(?:.*\s--?[A-Za-z][\w-]*){2}"  # a command with options: `tool run --model x --task y`
 )
 
 

@@ -1,0 +1,81 @@
+"""What kind of answer a question wants, and which sentences look like that kind of answer, in every language
+we serve.
+
+The multilingual embedding scores a sentence that restates the question's topic as high as the sentence that
+answers it. Some questions say what their answer looks like: "how many" wants a figure; "why", "can we",
+"should we ... or ..." want a sentence that gives a reason, a limit or a recommendation ("only ...", "is not
+supported", "we recommend ... because ..."). These patterns are deliberately short lists of common words, not
+a grammar: a cue only tips the balance between sentences that are otherwise close.
+"""
+
+from __future__ import annotations
+
+import re
+
+_I = re.IGNORECASE
+
+QUANTITY = re.compile(
+    r"\b(?:how (?:many|much|big|large|long|often|fast)|what (?:size|version|port)|which (?:versions?|port|region))\b"
+    r"|\bcu[aá]nt[oa]s?\b|\bcombien\b|\bkiek\b|\bilan\b|\bgaano\b|\bхэд|कति"
+    r"|多少|多大|多久|几|幾|いくつ|どのくらい|何[個人台GgMm]|몇|얼마"
+    r"|(?:哪個|哪个|什麼|什么)(?:連接埠|端口)|(?:どの|何番の?)ポート|어떤 포트|qu[ée] puerto|quel port",
+    _I,
+)
+"""A question asking for a figure: a sentence with a figure is likelier the answer."""
+
+VERDICT = re.compile(
+    r"^(?:is|are|can|could|does|do|did|should|will|would|may|must|is it true)\b"
+    r"|\b(?:why|can (?:i|we|you)|should (?:i|we)|is it (?:true|possible)|does it|do (?:i|we) need)\b"
+    r"|\bwon't\b|\bcan't\b|\bor (?:use|our|the|a|an)\b"
+    r"|por qu[ée]|\bpuedo\b|\bpodemos\b|\bse puede\b|\bdebo\b|\bdebemos\b"
+    r"|pourquoi|\bpuis-je\b|\bpeut-on\b|\bfaut-il\b|\best-ce que\b|\bdoit-on\b"
+    r"|kodėl|\bar galima\b|\bar galiu\b|\bar reikia\b|\bbakit\b|\bmaaari\b|\bpuwede\b|\bdapat ba\b"
+    r"|яагаад|болох уу|किन |सकिन्छ\?|सक्छ\?"
+    r"|为什么|為什麼|为何|為何|可以.*[吗嗎]|能.*[吗嗎]|是否|应该|應該|还是|還是"
+    r"|なぜ|どうして|できますか|べきですか|왜|할 수 있|해야 하",
+    _I,
+)
+"""A question that wants a verdict (yes or no, a reason, a choice) rather than a fact."""
+
+VERDICT_SENTENCE = re.compile(
+    r"\b(?:only|not|cannot|can't|won't|isn't|aren't|doesn't|don't|unsupported|because|since|due to|recommend"
+    r"|recommended|instead|however|must|requires?)\b|n't\b"
+    r"|\b(?:s[oó]lo|solamente|únicamente|no|porque|debido|recomienda|recomendamos|sin embargo)\b"
+    r"|\b(?:seulement|uniquement|ne|pas|parce que|car|recommand\w*|cependant)\b"
+    r"|\b(?:tik|ne|nes|kadangi|rekomenduoj\w*|lamang|hindi|dahil|inirerekomenda)\b"
+    r"|зөвхөн|биш|учир|зөвлө"
+    r"|मात्र|छैन|हुँदैन|किनभने|सिफारिस"
+    r"|仅|只|僅|不|没有|沒有|因为|因為|由于|由於|建议|建議|推荐|推薦"
+    r"|のみ|だけ|ない|ません|ため|ので|推奨|お勧め|おすすめ"
+    r"|만 |않|없|때문|권장",
+    _I,
+)
+"""A sentence that gives a verdict: a limit, a negation, a reason or a recommendation."""
+
+
+def wants_figure(question: str) -> bool:
+    return bool(QUANTITY.search(question))
+
+
+def wants_verdict(question: str) -> bool:
+    return bool(VERDICT.search(question.strip()))
+
+
+def gives_verdict(sentence: str) -> bool:
+    return bool(VERDICT_SENTENCE.search(sentence))
+
+
+ABOUT_THE_PAGE = re.compile(
+    r"^(?:in this (?:tutorial|sample|guide|section|lab|article|e2e sample|example)|this (?:tutorial|sample|guide"
+    r"|guideline|section|lab|article|document|project|repository|notebook|example)\b|let(?:'|’)s\b|let us\b"
+    r"|welcome\b|here,? we\b|we will\b|you will learn\b|in summary\b|in conclusion\b)"
+    r"|^(?:en este (?:tutorial|ejemplo)|este (?:tutorial|ejemplo)|dans ce (?:tutoriel|guide)|ce (?:tutoriel|guide))\b"
+    r"|^(?:本教程|在本教程|本文|本指南|本範例|本示例|この(?:チュートリアル|ガイド|サンプル)|이 (?:튜토리얼|가이드))",
+    _I,
+)
+"""A sentence about the page itself ("In this tutorial, you will ...", "Let's explore ..."): it restates the
+topic, so it matches the question well, but it answers nothing."""
+
+
+def about_the_page(sentence: str) -> bool:
+    return bool(ABOUT_THE_PAGE.search(sentence.strip()))
