@@ -39,9 +39,9 @@ VERDICT = re.compile(
 
 VERDICT_SENTENCE = re.compile(
     r"\b(?:only|not|cannot|can't|won't|isn't|aren't|doesn't|don't|unsupported|because|since|due to|recommend"
-    r"|recommended|instead|however|must|requires?)\b|n't\b"
-    r"|\b(?:s[oó]lo|solamente|únicamente|no|porque|debido|recomienda|recomendamos|sin embargo)\b"
-    r"|\b(?:seulement|uniquement|ne|pas|parce que|car|recommand\w*|cependant)\b"
+    r"|recommended|instead|must|requires?)\b|n't\b"
+    r"|\b(?:s[oó]lo|solamente|únicamente|no|porque|debido|recomienda|recomendamos)\b"
+    r"|\b(?:seulement|uniquement|ne|pas|parce que|car|recommand\w*)\b"
     r"|\b(?:tik|ne|nes|kadangi|rekomenduoj\w*|lamang|hindi|dahil|inirerekomenda)\b"
     r"|зөвхөн|биш|учир|зөвлө"
     r"|मात्र|छैन|हुँदैन|किनभने|सिफारिस"
