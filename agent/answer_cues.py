@@ -39,15 +39,16 @@ VERDICT = re.compile(
 
 VERDICT_SENTENCE = re.compile(
     r"\b(?:only|not|cannot|can't|won't|isn't|aren't|doesn't|don't|unsupported|because|since|due to|recommend"
-    r"|recommended|instead|must|requires?)\b|n't\b"
-    r"|\b(?:s[oó]lo|solamente|únicamente|no|porque|debido|recomienda|recomendamos)\b"
-    r"|\b(?:seulement|uniquement|ne|pas|parce que|car|recommand\w*)\b"
-    r"|\b(?:tik|ne|nes|kadangi|rekomenduoj\w*|lamang|hindi|dahil|inirerekomenda)\b"
-    r"|зөвхөн|биш|учир|зөвлө"
-    r"|मात्र|छैन|हुँदैन|किनभने|सिफारिस"
-    r"|仅|只|僅|不|没有|沒有|因为|因為|由于|由於|建议|建議|推荐|推薦"
-    r"|のみ|だけ|ない|ません|ため|ので|推奨|お勧め|おすすめ"
-    r"|만 |않|없|때문|권장",
+    r"|recommended|instead|must|requires?|best|better|choice|prefer\w*)\b|n't\b"
+    r"|\b(?:s[oó]lo|solamente|únicamente|no|porque|debido|recomienda|recomendamos|mejor|elecci[óo]n)\b"
+    r"|\b(?:seulement|uniquement|ne|pas|parce que|car|recommand\w*|meilleur\w*|choix)\b"
+    r"|\b(?:tik|ne|nes|kadangi|rekomenduoj\w*|geriau\w*|pasirinkim\w*)\b"
+    r"|\b(?:lamang|hindi|dahil|inirerekomenda|pinakamahusay|mas mabuti)\b"
+    r"|зөвхөн|биш|учир|зөвлө|хамгийн сайн|сонголт"
+    r"|मात्र|छैन|हुँदैन|किनभने|सिफारिस|उत्तम|राम्रो"
+    r"|仅|只|僅|不(?:支持|支援|能|可|会|會|需要|是)|没有|沒有|因为|因為|由于|由於|建议|建議|推荐|推薦|最佳|更好|選擇|选择"
+    r"|のみ|だけ|ない|ません|ため|ので|推奨|お勧め|おすすめ|最適|選択"
+    r"|만 |않|없|때문|권장|최선|더 나은|선택",
     _I,
 )
 """A sentence that gives a verdict: a limit, a negation, a reason or a recommendation."""
