@@ -104,3 +104,18 @@ def test_an_ingest_workers_pool_process_loads_the_embedding_model_when_it_starts
     while "loaded at start" not in worker.log_tail(None) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert f"embedding model {services.embedding_model} loaded at start" in worker.log_tail(None)
+
+
+def test_a_job_that_fails_unexpectedly_drops_its_file_from_redis(services, worker):
+    """Not a bad file (that ends "done", with a reason) and not a lost service (retried): a bug. Celery marks the
+    job failed and `IngestTask.on_failure` drops the parked upload at once instead of leaving it to expire."""
+    from typing import cast
+
+    from workers.client import blob_size, submit_ingest_blob
+
+    broken = Audience(cast(str, 12345), "C-broken")  # a tenant that is not text: the Milvus filter cannot be built
+    job, key = submit_ingest_blob(services, broken, b"# Notes\n\nA healthy document.", "notes.md")
+    assert blob_size(services, key) > 0
+    status = wait_for_job(job, timeout_s=120)
+    assert status.state == "error", status
+    assert blob_size(services, key) == 0
