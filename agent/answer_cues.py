@@ -24,8 +24,8 @@ QUANTITY = re.compile(
 """A question asking for a figure: a sentence with a figure is likelier the answer."""
 
 VERDICT = re.compile(
-    r"^(?:is|are|can|could|does|do|did|should|will|would|may|must|is it true)\b"
-    r"|\b(?:why|can (?:i|we|you)|should (?:i|we)|is it (?:true|possible)|does it|do (?:i|we) need)\b"
+    r"^(?:is|are|can|could|does|do|did|should|will|would|may|must|has|have)\b"
+    r"|\b(?:why|should (?:i|we)|is it (?:true|possible))\b"
     r"|\bwon't\b|\bcan't\b|\bor (?:use|our|the|a|an)\b"
     r"|por qu[ée]|\bpuedo\b|\bpodemos\b|\bse puede\b|\bdebo\b|\bdebemos\b"
     r"|pourquoi|\bpuis-je\b|\bpeut-on\b|\bfaut-il\b|\best-ce que\b|\bdoit-on\b"
@@ -59,7 +59,12 @@ def wants_figure(question: str) -> bool:
 
 
 def wants_verdict(question: str) -> bool:
-    return bool(VERDICT.search(question.strip()))
+    """Each sentence of the question on its own: "We fine-tuned with QLoRA. Can Olive convert it?" asks a yes or
+    no question in its second sentence, while "How can I pass my token?" asks how, not whether."""
+    return any(VERDICT.search(part.strip()) for part in _QUESTION_PARTS.split(question))
+
+
+_QUESTION_PARTS = re.compile(r"(?<=[.!?。！？])\s*")
 
 
 def gives_verdict(sentence: str) -> bool:
