@@ -37,6 +37,7 @@ def _first_quote(question: str, *passages: str) -> str:
     "question",
     [
         "Can we delete the fine-tuned model while it is deployed?",
+        "We fine-tuned with QLoRA in Olive. Can Olive convert it to an int4 ONNX model?",
         "AI Studio won't let me delete my model. Why?",
         "Should we fine-tune on it or use RAG?",
         "¿Por qué tarda tanto la primera ejecución?",
@@ -59,6 +60,8 @@ def test_questions_that_want_a_verdict(question):
     [
         "What roles does the Phi-3 prompt template have?",
         "Where is the exported model saved?",
+        "How can I pass my Hugging Face token?",
+        "What do I need to install first?",
         "Phi Silica とは何ですか？",
     ],
 )
