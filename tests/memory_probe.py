@@ -9,13 +9,21 @@ from __future__ import annotations
 import inspect
 import io
 import json
-import resource
 import sys
 from pathlib import Path
 
 import docx
 
 from agent.knowledge.parsers import DocumentError, parse_document
+
+
+def peak_kb() -> int:
+    """This process's peak resident memory (VmHWM). Not `ru_maxrss`: Linux carries that over from the parent
+    that started the probe (its size at fork), so under a large test process every growth read 0."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def main() -> None:
@@ -27,14 +35,14 @@ def main() -> None:
     document.add_paragraph("warm-up")
     document.save(warm)
     parse_document(warm.getvalue(), "warm.docx", **options)  # imports and caches: not the file's cost
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_kb()
     data = path.read_bytes()  # as the worker loads the blob
     outcome = "read"
     try:
         parse_document(data, path.name, **options)
     except DocumentError as exc:
         outcome = str(exc)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    after = peak_kb()
     print(json.dumps({"growth_mb": (after - before) / 1024, "outcome": outcome}))
 
 

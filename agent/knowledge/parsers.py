@@ -13,18 +13,17 @@ import zipfile
 from collections.abc import Callable
 from pathlib import PurePath
 
-import docx
 from bs4 import BeautifulSoup, Tag
 from bs4.element import NavigableString, PreformattedString
-from docx.table import Table
-from docx.text.paragraph import Paragraph
+from lxml import etree
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from pypdf import PasswordType, PdfReader
 
+from agent.knowledge.docx_stream import TooLarge, core_title, read_blocks
 from agent.knowledge.formats import FORMATS
 from agent.knowledge.pdf_layout import layout, read_lines
-from agent.knowledge.word_package import MAX_UNPACKED_BYTES, UnsafePackage, max_xml_bytes, safe_word_package
+from agent.knowledge.word_package import UnsafePackage, WordLimits, check_word_package
 from agent.types import ParsedDocument, Section
 
 _MARKDOWN_SUFFIXES = frozenset({".md", ".markdown", ".mdown", ".mkd"})
@@ -40,7 +39,6 @@ _HTML_TAG = re.compile(r"<[a-zA-Z][^>]*>")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f\ufeff]")
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.DOTALL)
 _LOGIN = re.compile(r"\b(?:sign|log)\s*-?\s*(?:in|on)\b", re.IGNORECASE)
-_DOCX_HEADING = re.compile(r"heading (\d)", re.IGNORECASE)
 _HTML_DROP = ["script", "style", "nav", "footer", "noscript", "template", "svg", "head", "title", "button"]
 _HTML_BLOCKS = frozenset(
     ("p", "li", "pre", "td", "th", "dt", "dd", "blockquote", "div", "section", "article", "main", "header",
@@ -62,14 +60,13 @@ def detect_kind(data: bytes, filename: str) -> str:
 def parse_document(data: bytes, filename: str, *, max_upload_bytes: int | None = None) -> ParsedDocument:
     """Parse a file into sections keyed by heading path, with the title kept out of the paths.
 
-    `max_upload_bytes` (the upload limit) bounds what a Word file's XML may unpack to (`word_package`).
+    `max_upload_bytes` (the upload limit) bounds what a Word file may hold (`word_package.WordLimits`).
     """
     name = _display_name(filename)
     kind, text = _sniff(data, name)
-    max_xml = max_xml_bytes(max_upload_bytes)
     parsers: dict[str, Callable[[], tuple[str, list[Section]]]] = {
         "pdf": lambda: _parse_pdf(data, name),
-        "docx": lambda: _parse_docx(data, name, max_xml),
+        "docx": lambda: _parse_docx(data, name, WordLimits.for_upload(max_upload_bytes)),
         "html": lambda: _parse_html(text if text is not None else data, name),
         "markdown": lambda: _parse_markdown(text or ""),
         "text": lambda: ("", [Section("", _normalise(text or ""))]),
@@ -298,49 +295,29 @@ def _parse_html(markup: str | bytes, name: str) -> tuple[str, list[Section]]:
     return out.title or page_title, out.finish()
 
 
-def _parse_docx(data: bytes, name: str, max_xml: int = MAX_UNPACKED_BYTES) -> tuple[str, list[Section]]:
-    """Read paragraphs and tables in order, once `safe_word_package` has found the archive safe to open."""
-    try:
-        package = safe_word_package(data, name, max_xml)
-    except UnsafePackage as exc:
-        raise DocumentError(str(exc)) from None
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise DocumentError(f"{name} could not be read as a Word document") from exc
+def _parse_docx(data: bytes, name: str, limits: WordLimits) -> tuple[str, list[Section]]:
+    """Paragraphs, headings and tables in order, streamed from the package (`docx_stream`) once
+    `check_word_package` has found it safe to open; a file holding more than one upload may is refused."""
     out = _Outline()
     try:
-        document = docx.Document(io.BytesIO(package))
-        for item in document.iter_inner_content():
-            if isinstance(item, Table):
-                out.paragraph(_docx_table(item))
-            elif (level := _docx_heading_level(item)) is not None:
-                out.heading(level, item.text)
-            else:
-                out.paragraph(item.text)
-        fallback_title = document.core_properties.title or ""
-    except Exception as exc:  # python-docx raises many types (KeyError, XML and package errors) on bad files
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            check_word_package(archive, name)
+            for block in read_blocks(archive, limits):
+                if block.level is not None:
+                    out.heading(block.level, block.text)
+                else:
+                    out.paragraph(block.text)
+            fallback_title = core_title(archive)
+    except UnsafePackage as exc:
+        raise DocumentError(str(exc)) from None
+    except TooLarge as exc:
+        raise DocumentError(
+            f"{name} holds {exc}, more than one upload may (split it, or raise EXPERTBOT_MAX_UPLOAD_MB), "
+            "so it was not read"
+        ) from None
+    except (zipfile.BadZipFile, KeyError, etree.XMLSyntaxError, OSError, ValueError) as exc:
         raise DocumentError(f"{name} could not be read as a Word document") from exc
     return out.title or fallback_title, out.finish()
-
-
-def _docx_heading_level(paragraph: Paragraph) -> int | None:
-    style = (paragraph.style.name if paragraph.style is not None else None) or ""
-    if style.lower() == "title":
-        return 0
-    found = _DOCX_HEADING.fullmatch(style)
-    return int(found[1]) if found else None
-
-
-def _docx_table(table: Table) -> str:
-    """One line per row, non-empty cells joined by " | "; a merged cell once, not once per grid column."""
-    rows = []
-    for row in table.rows:
-        cells, seen = [], set()
-        for cell in row.cells:
-            if id(cell._tc) not in seen and (text := " ".join(cell.text.split())):
-                cells.append(text)
-            seen.add(id(cell._tc))
-        rows.append(" | ".join(cells))
-    return "\n".join(rows)
 
 
 def _parse_pdf(data: bytes, name: str) -> tuple[str, list[Section]]:

@@ -1,10 +1,12 @@
 """Poison documents: a Word file built to cost a worker gigabytes, and a job whose worker dies at every delivery.
 
-The first is what the security review measured (0.67 MB of .docx, 9.7 MB of XML: +145 MB and 19 s of CPU per
-attempt): it must now be refused from the archive's directory, the worker's peak memory growing by at most twice
-the upload limit. The second is what the OOM killer does to a job that is too big anyway: kill -9 the worker
-whenever it holds the job; after `job_max_deliveries` deliveries the job must end, dead-lettered, with a reply
-for the person who shared the file, and its blob gone.
+The first is a Word file with more text than one upload may hold (`word_package.WordLimits`): read as a stream,
+it must be refused with a clear reply as soon as the limit is passed, the worker's peak memory growing by at most
+twice the upload limit. (The security review's file, 0.67 MB of .docx and 9.7 MB of XML that cost +145 MB and
+19 s of CPU through python-docx, is now read in a few megabytes: `tests/test_security_jobs.py`.) The second is
+what the OOM killer does to a job that is too big anyway: kill -9 the worker whenever it holds the job; after
+`job_max_deliveries` deliveries the job must end, dead-lettered, with a reply for the person who shared the
+file, and its blob gone.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from uuid import uuid4
 
 import docx
 
+from agent.knowledge.word_package import WordLimits
 from agent.settings import Settings
 from agent.types import Audience
 from bot.assistant import Assistant
@@ -35,7 +38,7 @@ from workers.client import blob_size, deliveries, job_status, submit_ingest_blob
 
 def word_file(xml_bytes: int, total_bytes: int = 0, paragraph: str = "<w:p/>", body: str | None = None) -> bytes:
     """A .docx whose XML parts unpack to about `xml_bytes` (repeating `paragraph`, or `body` as given), padded to
-    `total_bytes` with an incompressible image. Empty paragraphs are the costliest XML per byte for python-docx."""
+    `total_bytes` with an incompressible image."""
     blank = io.BytesIO()
     docx.Document().save(blank)
     base = zipfile.ZipFile(io.BytesIO(blank.getvalue()))
@@ -52,6 +55,17 @@ def word_file(xml_bytes: int, total_bytes: int = 0, paragraph: str = "<w:p/>", b
         if padding > 0:
             archive.writestr(zipfile.ZipInfo("word/media/image1.png"), os.urandom(padding))
     return out.getvalue()
+
+
+def word_text(chars: int, words_per_paragraph: int = 40, seed: int = 20) -> str:
+    """Body XML of paragraphs of varied words, about `chars` characters of text, compressing as Word text does."""
+    rng = random.Random(seed)
+    parts, size = [], 0
+    while size < chars:
+        words = " ".join(rng.choice(_WORDS) + str(rng.randrange(100)) for _ in range(words_per_paragraph))
+        parts.append(f"<w:p><w:r><w:t>{words}</w:t></w:r></w:p>")
+        size += len(words)
+    return "".join(parts)
 
 
 def review_poison(xml_mb: float = 9.7) -> bytes:
@@ -119,7 +133,7 @@ def kill_at_every_delivery(
 
 
 def poison_document(h: Harness) -> dict[str, Any]:
-    """The review's Word file refused with bounded worker memory; a job killing its worker dead-lettered."""
+    """A Word file with too much text refused with bounded worker memory; a job killing its worker dead-lettered."""
     settings = h.settings
     bound = 2 * settings.max_upload_bytes / 1024 / 1024
     worker = h.start_worker("poison-memory")
@@ -134,7 +148,8 @@ def poison_document(h: Harness) -> dict[str, Any]:
 
     asyncio.run(share("warm.md", b"# Warm-up\n\nA healthy document."))
     baseline = group_memory_mb(worker.pid)
-    refusal, refused_ok = asyncio.run(share("poison.docx", review_poison()))
+    too_much = WordLimits.for_upload(settings.max_upload_bytes).text_chars + 64 * 1024
+    refusal, refused_ok = asyncio.run(share("poison.docx", word_file(0, body=word_text(too_much))))
     growth = round(group_memory_mb(worker.pid)["peak_mb"] - baseline["peak_mb"], 1)
     h.stop_worker(worker)
     tries = settings.job_max_deliveries

@@ -78,7 +78,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "poison document",
         "bot.bench.reliability.poison:poison_document",
         _sizes({}, {}, {}),
-        what="a Word file built to cost gigabytes, and a job killing its worker: bounded memory, dead-lettered, told",
+        what="a Word file with too much text, and a job killing its worker: bounded memory, dead-lettered, told",
     ),
     Scenario(
         "forget leaves nothing",
