@@ -112,5 +112,17 @@ def phrase(key: str, language: str, **values: object) -> str:
     return text.format(**values) if values else text
 
 
+def language_of_locale(locale: str | None) -> str:
+    """A chat platform's locale as a phrase language: Slack's "de-DE" -> "de", Teams' "zh-TW" -> "zh-tw".
+
+    Here, not in bot/, so that both surfaces and agent-free code share it; a language without suggested prompts
+    (the widest phrase set) falls back to English."""
+    code = (locale or "en").replace("_", "-").lower()
+    if code in ("zh-tw", "zh-hk", "zh-hant"):
+        return "zh-tw"
+    base = code.split("-", 1)[0]
+    return base if base in phrases()["suggest_term"] else "en"
+
+
 def language_name(code: str) -> str:
     return NAMES.get(code, code)

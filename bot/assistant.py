@@ -334,14 +334,15 @@ class Assistant:
         return f"{problem}." if problem else None
 
     async def share(
-        self, conv: Conversation, data: bytes, name: str, *, link: str | None = None
+        self, conv: Conversation, data: bytes, name: str, *, link: str | None = None, language: str = "en"
     ) -> AsyncIterator[ShareProgress]:
         """Queue a shared file for ingestion with the conversation's audience and follow it to the end.
 
         Yields progress lines ("Reading handbook.pdf: 40/120 passages") and a last one that is finished, saying
-        "ready" or why not. The document id is the file name, so sharing a new version replaces the old one.
+        "ready" or why not, in the sharer's `language` (their chat locale: the file says nothing about it). The
+        document id is the file name, so sharing a new version replaces the old one.
         """
-        from bot.jobs import describe, succeeded
+        from bot.jobs import describe, reading, succeeded
         from workers.client import follow_jobs, submit_ingest
 
         problem = self.check_upload(name, len(data))
@@ -353,13 +354,13 @@ class Assistant:
         job = await asyncio.to_thread(submit_ingest, self.settings, conv.audience, data, name, name)
         if link:
             await asyncio.to_thread(self.remember_link, conv.audience, name, link)
-        yield ShareProgress(f"Reading {name}: queued")
+        yield ShareProgress(reading(name, "queued", language))
         last, shown_at = "", time.monotonic()
         statuses = follow_jobs([job], poll_s=PROGRESS_POLL_S)
         while (status := await asyncio.to_thread(next, statuses, None)) is not None:
             if status.state == "error":
                 log.error("ingestion of %s failed (job %s): %s", name, job, status.error)
-            line = describe(status, name)
+            line = describe(status, name, language)
             if status.finished:
                 yield ShareProgress(line, True, succeeded(status))
                 return

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from agent.knowledge.formats import upload_problem
+from agent.language import phrase, phrases
 from agent.settings import Settings
 from agent.types import Audience
 from workers.client import JobStatus, follow_jobs, submit_ingest
@@ -56,26 +57,39 @@ def failure_kind(error: str) -> str:
     return FAILURE_KINDS.get(kind, "an internal error") + " (the details are in the bot's log)"
 
 
-def describe(status: JobStatus, name: str) -> str:
-    """One sentence a person understands: where a job stands, or how it ended and why."""
+def reading(name: str, stage: str, language: str = "en") -> str:
+    """Where a document stands ("Reading handbook.pdf: queued") in `language`; a stage the workers add later
+    stays as they word it."""
+    key = "stage_" + stage.replace(" ", "_")
+    progress = phrase(key, language) if key in phrases() else stage
+    return phrase("status_reading", language, name=name, progress=progress)
+
+
+def describe(status: JobStatus, name: str, language: str = "en") -> str:
+    """One sentence a person understands: where a job stands, or how it ended and why.
+
+    A document's sentences are in the sharer's `language`; the reasons inside them (the parser's, the worker's)
+    and the training outcomes, which only operators see, stay English."""
     if status.state == "error":
-        return f"{name} could not be read: {failure_kind(status.error)}."
+        return phrase("status_failed", language, name=name, reason=f"{failure_kind(status.error)}.")
     if status.state != "done":
-        stage = f"{status.done}/{status.total} passages" if status.total else status.stage
-        return f"Reading {name}: {stage}"
+        if status.total:
+            progress = phrase("status_passages", language, done=status.done, total=status.total)
+            return phrase("status_reading", language, name=name, progress=progress)
+        return reading(name, status.stage, language)
     result = status.result
     outcome, reason = result.get("status"), result.get("reason") or "unknown reason"
     if outcome == "ready":
-        return f"{name} is ready: {result.get('chunks', 0)} passages."
+        return phrase("status_ready", language, name=name, chunks=result.get("chunks", 0))
     if outcome == "unchanged":
-        return f"{name} is ready (unchanged: {reason})."
+        return phrase("status_unchanged", language, name=name, reason=reason)
     if outcome == "promoted":
         return f"Promoted {result.get('version')}: {reason}."
     if outcome == "rejected":
         return f"Rejected {result.get('version')}: {reason}; {result.get('against') or 'the base model'} keeps serving."
     if outcome in ("skipped", "busy"):
         return f"Training {outcome}: {reason}."
-    return f"{name} could not be read: {reason}."
+    return phrase("status_failed", language, name=name, reason=f"{reason}.")
 
 
 def follow_with_bars(jobs: dict[str, str], console: Console, poll_s: float = 0.3) -> dict[str, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.language import phrase, phrases
+from agent.language import phrase
 from agent.learning import LearningStore
 from agent.types import TENANT_WIDE, Audience, DocumentInfo
 
@@ -24,15 +24,6 @@ class Suggestion:
     """What the button shows."""
     message: str
     """What is sent as the person's question when they pick it."""
-
-
-def language_of_locale(locale: str | None) -> str:
-    """Slack's "de-DE" -> "de", "zh-TW" -> "zh-tw"; a language without suggested prompts falls back to English."""
-    code = (locale or "en").replace("_", "-").lower()
-    if code in ("zh-tw", "zh-hk", "zh-hant"):
-        return "zh-tw"
-    base = code.split("-", 1)[0]
-    return base if base in phrases()["suggest_term"] else "en"
 
 
 def _short(text: str) -> str:

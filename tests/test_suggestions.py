@@ -6,7 +6,7 @@ from uuid import uuid4
 
 import pytest
 
-from bot.suggestions import language_of_locale
+from agent.language import language_of_locale
 
 
 @pytest.mark.parametrize(

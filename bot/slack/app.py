@@ -27,6 +27,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from agent import keys
+from agent.language import detect_language, phrase
 from agent.logging_setup import log_context
 from agent.settings import Settings
 from agent.types import Audience
@@ -188,7 +189,11 @@ class SlackBot(AgentView):
             if first_in_own_chat and not await self._in_thread(team, channel, thread):
                 await self._title(channel, thread, text)  # the first question names the thread
             recipient_team = str(event.get("user_team") or event.get("team") or team)
-            reply = SlackReply(self.client, channel, thread, team=recipient_team, user=user, stream=streamable(event))
+            language = await asyncio.to_thread(detect_language, text)  # the status speaks the answer's language
+            stream = streamable(event)
+            reply = SlackReply(
+                self.client, channel, thread, team=recipient_team, user=user, stream=stream, language=language
+            )
             await reply.status(SEARCHING)
             async for step in self.assistant.stream(conv, text):
                 if step.kind == "route":
@@ -234,9 +239,13 @@ class SlackBot(AgentView):
             thread = thread or shared.message_ts
             message_ts = message_ts or shared.message_ts
             conv = await self._conversation(team, channel, thread or f"file-{file_id}", user, None)
-            status_ts = await self._post(channel, thread, f"Reading {shared.name}: downloading")
+            language = await self.context.language(user) if user else "en"  # the sharer's Slack locale
+            downloading = phrase("stage_downloading", language)
+            status_ts = await self._post(
+                channel, thread, phrase("status_reading", language, name=shared.name, progress=downloading)
+            )
             link = await self._permalink(channel, message_ts)
-            async for step in self.assistant.share(conv, shared.data, shared.name, link=link):
+            async for step in self.assistant.share(conv, shared.data, shared.name, link=link, language=language):
                 await self.client.chat_update(channel=channel, ts=status_ts, text=step.text)
         except Exception as exc:
             await self._report(exc, "read that file", channel, thread, replace=status_ts)

@@ -20,9 +20,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from agent import keys
+from agent.language import language_of_locale
 from agent.types import Audience
 from bot.slack.audience import scope_for
-from bot.suggestions import language_of_locale
 
 log = logging.getLogger(__name__)
 

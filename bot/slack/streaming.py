@@ -8,7 +8,7 @@ start posts the text with `chat.postMessage`, and a stream that can no longer be
 finished with `chat.update` on the stream's own message, with the whole answer.
 
 While the answer is prepared, the thread shows a status (`assistant.threads.setStatus`): "searching the
-documents…", then "writing…". Posting the answer clears it.
+documents…", then "writing…", in the question's language. Posting the answer clears it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 
+from agent.language import phrase
 from bot.conversation import Answer
 from bot.slack.blocks import answer_blocks, answer_fallback, escape, escape_markdown, footer_blocks
 
@@ -33,22 +34,34 @@ STREAM_LIMIT_S = 270.0
 UPDATE_EVERY_S = 1.0
 """The fallback's progressive `chat.update`s: Slack allows about one edit of a message per second."""
 
-SEARCHING = "is searching the documents…"
-WRITING = "is writing…"
-LOADING = ["Searching the documents…", "Reading the best passages…", "Writing the answer…"]
+SEARCHING = "answer_status_searching"
+WRITING = "answer_status_writing"
+"""The statuses' phrases (agent/phrases.yaml): Slack shows them after the app's name."""
+LOADING = ("working_searching", "working_reading", "working_writing")
+"""The loading messages Slack rotates under the status."""
 
 
 class SlackReply:
     """Status, text chunks, final blocks: call `status`, `append` (any number of times), then `finish` once."""
 
     def __init__(
-        self, client: AsyncWebClient, channel: str, thread_ts: str, *, team: str, user: str, stream: bool = True
+        self,
+        client: AsyncWebClient,
+        channel: str,
+        thread_ts: str,
+        *,
+        team: str,
+        user: str,
+        stream: bool = True,
+        language: str = "en",
     ) -> None:
         self.client = client
         self.channel = channel
         self.thread_ts = thread_ts
         self.team = team
         self.user = user
+        self.language = language
+        """The question's: the statuses are in it, like the answer."""
         self.streaming = stream and bool(user)
         """False from the start for messages Slack will not stream to (bots, workflows), or after a refusal."""
         self.mode = "stream" if self.streaming else "post"
@@ -59,11 +72,16 @@ class SlackReply:
         self._started = time.monotonic()
         self._updated = 0.0
 
-    async def status(self, status: str) -> None:
-        """A courtesy: a status Slack does not take (old workspace, missing scope) never stops the answer."""
+    async def status(self, key: str) -> None:
+        """The status phrase `key` (SEARCHING, WRITING) in the question's language. A courtesy: a status Slack
+        does not take (old workspace, missing scope) never stops the answer."""
+        loading = [phrase(k, self.language) for k in LOADING]
         try:
             await self.client.assistant_threads_setStatus(
-                channel_id=self.channel, thread_ts=self.thread_ts, status=status, loading_messages=LOADING
+                channel_id=self.channel,
+                thread_ts=self.thread_ts,
+                status=phrase(key, self.language),
+                loading_messages=loading,
             )
         except SlackApiError as exc:
             log.debug("assistant.threads.setStatus in %s: %s", self.channel, exc.response.get("error"))

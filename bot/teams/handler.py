@@ -28,6 +28,7 @@ from botbuilder.schema import (
 from msrest.serialization import Model
 
 from agent import keys
+from agent.language import detect_language, language_of_locale, phrase
 from agent.types import Audience
 from bot.assistant import Assistant
 from bot.conversation import Answer, Conversation
@@ -44,8 +45,8 @@ FILE_DOWNLOAD_INFO = "application/vnd.microsoft.teams.file.download.info"
 COMMANDS = frozenset({"help", "status", "docs", "forget", "teach", "retrain"})
 ANSWER_TTL_S = 30 * 24 * 3600
 """How long Teams' feedback on an answer message can still be matched to the answer."""
-SEARCHING = "Searching the documents…"
-WRITING = "Writing the answer…"
+SEARCHING, WRITING = "working_searching", "working_writing"
+"""The informative updates' phrases (agent/phrases.yaml), in the question's language."""
 SORRY = "Sorry, something went wrong while answering. The details are in the bot's log."
 
 WELCOME = (
@@ -86,6 +87,8 @@ class Incoming:
     """Personal chats always; elsewhere only when the bot was @mentioned."""
     channel: bool = False
     """A team channel (not a personal or group chat): Teams draws no citations or feedback buttons there."""
+    language: str = "en"
+    """The sender's Teams locale (the activity's), for the lines about the files they send."""
 
 
 def conversation_of(activity: Activity, default_tenant: str) -> Conversation:
@@ -173,7 +176,8 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
         others = [a for a in activity.attachments or [] if a.content_type not in (FILE_DOWNLOAD_INFO, "text/html")]
         if files and incoming.personal:
             for attachment in files:
-                self.messenger.spawn(self._ingest(reference, incoming.conversation, attachment), "teams-ingest")
+                work = self._ingest(reference, incoming.conversation, attachment, incoming.language)
+                self.messenger.spawn(work, "teams-ingest")
             if not incoming.text:
                 return
         elif (files or others) and not incoming.personal:
@@ -193,7 +197,8 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
         conv = conversation_of(activity, self.assistant.settings.default_tenant)
         text, mentioned = strip_mentions(activity)
         kind = activity.conversation.conversation_type or "personal"
-        return Incoming(conv, text, kind == "personal", kind == "personal" or mentioned, kind == "channel")
+        personal, language = kind == "personal", language_of_locale(activity.locale)
+        return Incoming(conv, text, personal, personal or mentioned, kind == "channel", language)
 
     async def _respond(self, reference: ConversationReference, incoming: Incoming, text: str) -> None:
         """A command's reply, or an answer: streamed in a personal chat, else one message after a typing indicator."""
@@ -209,12 +214,13 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
     async def _stream_answer(self, reference: ConversationReference, conv: Conversation, question: str) -> None:
         self._streaming.add(conv.thread)
         stream = TeamsStream(self.messenger, reference, every_s=self.stream_every_s)
+        language = await asyncio.to_thread(detect_language, question)  # the answer's, and so the updates'
         try:
-            await stream.inform(SEARCHING)
+            await stream.inform(phrase(SEARCHING, language))
             answer: Answer | None = None
             async for step in self.assistant.stream(conv, question):
                 if step.kind == "route":
-                    await stream.inform(WRITING)
+                    await stream.inform(phrase(WRITING, language))
                 elif step.kind == "text":
                     await stream.append(step.text)
                 else:
@@ -279,15 +285,19 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
 
     # --- files --------------------------------------------------------------------------------------------
 
-    async def _ingest(self, reference: ConversationReference, conv: Conversation, attachment: Attachment) -> None:
-        """Download a file sent in a personal chat, ingest it with that chat's audience, report progress."""
+    async def _ingest(
+        self, reference: ConversationReference, conv: Conversation, attachment: Attachment, language: str = "en"
+    ) -> None:
+        """Download a file sent in a personal chat, ingest it with that chat's audience, report progress (in the
+        sender's `language`)."""
         name = attachment.name or "document"
         content = attachment.content if isinstance(attachment.content, dict) else {}
         url = content.get("downloadUrl")
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
             await self.messenger.send(reference, plain_message(f"I could not find a download link for {name}."))
             return
-        progress_id = await self.messenger.send(reference, plain_message(f"Downloading {name} ..."))
+        downloading = plain_message(phrase("status_downloading", language, name=name))
+        progress_id = await self.messenger.send(reference, downloading)
 
         async def show(text: str) -> None:  # one message per file, edited from "downloading" to the outcome
             if progress_id:
@@ -302,7 +312,7 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
         except DownloadError as exc:
             await show(str(exc))
             return
-        async for step in self.assistant.share(conv, data, name, link=attachment.content_url):
+        async for step in self.assistant.share(conv, data, name, link=attachment.content_url, language=language):
             await show(step.text)
 
     def _policy(self) -> UrlPolicy:
