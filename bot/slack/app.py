@@ -27,7 +27,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from agent import keys
-from agent.language import detect_language, phrase
+from agent.language import detect_language
 from agent.logging_setup import log_context
 from agent.settings import Settings
 from agent.types import Audience
@@ -239,11 +239,10 @@ class SlackBot(AgentView):
             thread = thread or shared.message_ts
             message_ts = message_ts or shared.message_ts
             conv = await self._conversation(team, channel, thread or f"file-{file_id}", user, None)
+            from bot.jobs import reading  # with the workers' client: imported when a file is shared, not at start
+
             language = await self.context.language(user) if user else "en"  # the sharer's Slack locale
-            downloading = phrase("stage_downloading", language)
-            status_ts = await self._post(
-                channel, thread, phrase("status_reading", language, name=shared.name, progress=downloading)
-            )
+            status_ts = await self._post(channel, thread, reading(shared.name, "downloading", language))
             link = await self._permalink(channel, message_ts)
             async for step in self.assistant.share(conv, shared.data, shared.name, link=link, language=language):
                 await self.client.chat_update(channel=channel, ts=status_ts, text=step.text)
