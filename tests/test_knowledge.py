@@ -6,7 +6,7 @@ from uuid import uuid4
 
 import pytest
 
-from agent.knowledge.chunking import chunk_document
+from agent.knowledge.chunking import chunk_document, lead_sentence
 from agent.knowledge.ingest import ingest_bytes
 from agent.knowledge.parsers import parse_document
 from agent.types import TENANT_WIDE, Audience
@@ -134,3 +134,35 @@ def test_chunks_keep_title_and_heading_and_respect_the_size():
     assert {c.heading for c in chunks} == {"A", "B"}
     assert chunks[-1].text == "Short." and chunks[-1].embedding_text.startswith("Title > B\n")
     assert [c.number for c in chunks] == list(range(len(chunks)))
+
+
+SAMPLE = b"""# Introduction
+
+This sample fine-tunes Phi-3-mini on the Quuxbench questions. It is a first end-to-end project.
+
+## Requirements
+
+- Python 3.10+
+- CUDA 12.1
+- Azure Compute A100
+"""
+QUUXBENCH = b"""# Notes
+
+Quuxbench is a set of questions. Quuxbench scores a model; a Quuxbench sample is one question."""
+
+
+def test_the_document_lead_goes_with_every_passage_to_bm25_but_not_into_the_vector():
+    chunks = chunk_document(parse_document(SAMPLE, "intro.md"), max_chars=300)
+    lead = "This sample fine-tunes Phi-3-mini on the Quuxbench questions."
+    assert [c.lead for c in chunks] == ["", lead]  # the first passage holds it already
+    assert chunks[1].search_text.startswith(lead) and lead not in chunks[1].embedding_text
+    code_first = b"# T\n\n## Setup\n\npip install quux --upgrade\n\nShort line\n\nQuux reads the files you give it."
+    assert lead_sentence(parse_document(code_first, "t.md")) == "Quux reads the files you give it."
+
+
+def test_a_short_passage_is_found_by_the_names_its_document_opens_with(knowledge, tenant):
+    audience = Audience(tenant, "C-eng")
+    _ingest(knowledge, audience, SAMPLE, "intro.md")
+    _ingest(knowledge, audience, QUUXBENCH, "notes.md")
+    best = knowledge.search(audience, "What compute does the Quuxbench sample require?", k=1, mode="bm25")[0]
+    assert "Azure Compute A100" in best.text

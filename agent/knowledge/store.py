@@ -188,7 +188,7 @@ class KnowledgeStore:
                 "heading": clip(c.heading, 2048),
                 "chunk": c.number,
                 "text": clip(c.text, 65535),
-                "search_text": clip(c.embedding_text, 65535),
+                "search_text": clip(c.search_text, 65535),
                 "content_hash": content_hash,
                 "created_at": now,
                 "dense": list(v),
