@@ -7,9 +7,10 @@ import io
 import zipfile
 
 import docx
+import pytest
 from docx.table import Table
 
-from agent.knowledge.docx_stream import Block, core_title, read_blocks
+from agent.knowledge.docx_stream import Block, TooLarge, core_title, read_blocks
 from agent.knowledge.parsers import parse_document
 from agent.knowledge.word_package import WordLimits
 from bot.bench.reliability.poison import word_file
@@ -99,3 +100,103 @@ def test_memory_is_freed_as_blocks_are_read():
             assert next(blocks).text == f"Paragraph {n} of a long handbook."
         current = inspect.getgeneratorlocals(blocks)["element"]  # the paragraph just read, still in the tree
         assert len(current) == 0 and current.getprevious() is None  # emptied, and the 9,999 before it gone
+
+
+_NS = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+_RELS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+
+
+def _note(kind: str, number: int, text: str) -> str:
+    return (
+        f'<w:{kind} w:id="{number}"><w:p><w:pPr><w:pStyle w:val="{kind.title()}Text"/></w:pPr>'
+        f'<w:r><w:rPr><w:rStyle w:val="{kind.title()}Reference"/></w:rPr><w:{kind}Ref/></w:r>'
+        f'<w:r><w:t xml:space="preserve"> {text}</w:t></w:r></w:p></w:{kind}>'
+    )
+
+
+def _notes_part(kind: str, texts: dict[int, str]) -> str:
+    """A footnotes or endnotes part as Word writes it: two separators, then the notes."""
+    separators = (
+        f'<w:{kind} w:type="separator" w:id="-1"><w:p><w:r><w:separator/></w:r></w:p></w:{kind}>'
+        f'<w:{kind} w:type="continuationSeparator" w:id="0"><w:p><w:r><w:continuationSeparator/></w:r></w:p></w:{kind}>'
+    )
+    notes = "".join(_note(kind, n, text) for n, text in texts.items())
+    return f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<w:{kind}s {_NS}>{separators}{notes}</w:{kind}s>'
+
+
+def _with_notes(body: str, footnotes: dict[int, str], endnotes: dict[int, str]) -> bytes:
+    """A Word file whose body refers to footnotes and endnotes kept in their own parts, linked as Word links them
+    (relationships of the document part, content-type overrides)."""
+    base = zipfile.ZipFile(io.BytesIO(word_file(0, body=body)))
+    rels = base.read("word/_rels/document.xml.rels").decode()
+    links = "".join(
+        f'<Relationship Id="rIdNotes{kind}" Type="{_RELS}/{kind}s" Target="{kind}s.xml"/>'
+        for kind in ("footnote", "endnote")
+    )
+    rels = rels.replace("</Relationships>", links + "</Relationships>")
+    types = base.read("[Content_Types].xml").decode()
+    overrides = "".join(
+        f'<Override PartName="/word/{kind}s.xml" ContentType="application/'
+        f'vnd.openxmlformats-officedocument.wordprocessingml.{kind}s+xml"/>'
+        for kind in ("footnote", "endnote")
+    )
+    types = types.replace("</Types>", overrides + "</Types>")
+    replaced = {"word/_rels/document.xml.rels": rels, "[Content_Types].xml": types}
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for member in base.infolist():
+            archive.writestr(member.filename, replaced.get(member.filename) or base.read(member))
+        archive.writestr("word/footnotes.xml", _notes_part("footnote", footnotes))
+        archive.writestr("word/endnotes.xml", _notes_part("endnote", endnotes))
+    return out.getvalue()
+
+
+def _refers(kind: str, number: int) -> str:
+    return f'<w:r><w:rPr><w:rStyle w:val="{kind.title()}Reference"/></w:rPr><w:{kind}Reference w:id="{number}"/></w:r>'
+
+
+def test_footnotes_and_endnotes_follow_the_paragraph_or_table_that_refers_to_them():
+    body = (
+        '<w:p><w:pPr><w:pStyle w:val="Title"/></w:pPr><w:r><w:t>Travel</w:t></w:r></w:p>'
+        '<w:p><w:pPr><w:pStyle w:val="Heading1"/></w:pPr><w:r><w:t>Flights</w:t></w:r></w:p>'
+        f"<w:p><w:r><w:t>Book flights two weeks ahead.</w:t></w:r>{_refers('footnote', 1)}</w:p>"
+        "<w:tbl><w:tr><w:tc><w:p><w:r><w:t>Class</w:t></w:r></w:p></w:tc>"
+        "<w:tc><w:p><w:r><w:t>Limit</w:t></w:r></w:p></w:tc></w:tr>"
+        f"<w:tr><w:tc><w:p><w:r><w:t>Economy</w:t></w:r>{_refers('footnote', 2)}</w:p></w:tc>"
+        "<w:tc><w:p><w:r><w:t>1,200 EUR</w:t></w:r></w:p></w:tc></w:tr></w:tbl>"
+        '<w:p><w:pPr><w:pStyle w:val="Heading1"/></w:pPr><w:r><w:t>Meals</w:t></w:r></w:p>'
+        f"<w:p><w:r><w:t>Meals are paid up to a daily limit.</w:t></w:r>{_refers('endnote', 1)}</w:p>"
+    )
+    data = _with_notes(
+        body,
+        {1: "Flights to Asia: four weeks ahead.", 2: "Business class from six hours of flight."},
+        {1: "The daily limit is 60 EUR."},
+    )
+    assert [b.text for b in _blocks(data)] == [
+        "Travel",
+        "Flights",
+        "Book flights two weeks ahead.",
+        "Flights to Asia: four weeks ahead.",
+        "Class | Limit\nEconomy | 1,200 EUR",
+        "Business class from six hours of flight.",
+        "Meals",
+        "Meals are paid up to a daily limit.",
+        "The daily limit is 60 EUR.",
+    ]
+    sections = {s.heading: s.text for s in parse_document(data, "travel.docx").sections}
+    assert "four weeks ahead" in sections["Flights"] and "60 EUR" in sections["Meals"]
+
+
+def test_notes_count_against_the_limits_and_are_given_once():
+    """A note's text counts as the body's does, and a file that refers to one note a thousand times gets it
+    once: the reading cannot be made to multiply text."""
+    once = f"<w:p><w:r><w:t>Short.</w:t></w:r>{_refers('footnote', 1)}</w:p>"
+    data = _with_notes(once * 1000, {1: "A long note. " * 50}, {})
+    small = WordLimits(text_chars=7_000, markup_bytes=LIMITS.markup_bytes, block_bytes=LIMITS.block_bytes)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        texts = [b.text for b in read_blocks(archive, small)]
+    assert texts[:3] == ["Short.", ("A long note. " * 50).strip(), "Short."]
+    assert len(texts) == 1001
+    smaller = WordLimits(text_chars=600, markup_bytes=LIMITS.markup_bytes, block_bytes=LIMITS.block_bytes)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive, pytest.raises(TooLarge, match="of text"):
+        list(read_blocks(archive, smaller))

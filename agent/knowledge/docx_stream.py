@@ -6,7 +6,9 @@ handbook had to be refused to keep a worker's memory bounded. Here lxml parses `
 inflated, and every paragraph or table row is dropped from the tree once read: memory follows the longest row,
 not the document. What is read matches python-docx's `paragraph.text` and the table reading it replaced: runs,
 tabs and breaks; hyperlinks and tracked insertions too, deletions not; a cell merged across columns once, a cell
-merged down the rows repeated on each row, so every row stays readable on its own.
+merged down the rows repeated on each row, so every row stays readable on its own. Footnotes and endnotes (which
+python-docx did not read) follow the paragraph or table that refers to them, as paragraphs of their own: they
+often hold the exception or the figure a question asks about, and next to their reference they keep its section.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ _BODY_PARTS = {f"{_W}body", f"{_W}sdtContent"}
 _SKIP = {f"{_W}{tag}" for tag in ("p", "tbl", "txbxContent", "del", "moveFrom")}
 """Not part of a paragraph's own text: nested paragraphs and tables (text boxes), deleted or moved-away runs."""
 _PARSER_OPTIONS: dict[str, Any] = {"resolve_entities": False, "no_network": True, "huge_tree": False}
+_NOTE_KINDS = ("footnote", "endnote")
+_NOTE_REFERENCES = tuple(f"{_W}{kind}Reference" for kind in _NOTE_KINDS)
 
 
 class TooLarge(ValueError):
@@ -49,24 +53,30 @@ def read_blocks(archive: zipfile.ZipFile, limits: WordLimits) -> Generator[Block
     """The document's blocks in reading order; raises TooLarge as soon as one of `limits` is passed."""
     main = _main_part(archive)
     levels = _heading_levels(archive, main)
-    read = 0
+    notes, markup = _notes(archive, main, limits)
+    read = sum(len(text) for text in notes.values())
     rows: list[str] = []
     merged: dict[int, str] = {}  # grid column -> text of the cell merged down from above
+    in_table: list[str] = []  # the notes the rows of the table being read refer to
     tags = (f"{_W}p", f"{_W}tr", f"{_W}tbl")
     with archive.open(main) as raw:
-        stream = _Metered(raw, limits)
+        stream = _Metered(raw, limits, markup)
         for _, element in etree.iterparse(stream, events=("end",), tag=tags, **_PARSER_OPTIONS):
             parent = element.getparent()
             top_level = parent is not None and parent.tag in _BODY_PARTS
             block: Block | None = None
+            after: list[str] = []
             if element.tag == f"{_W}p" and top_level:
                 block = Block(_paragraph_text(element), levels.get(_style_of(element)))
                 read += len(block.text)
+                after = _referred(element, notes)
             elif element.tag == f"{_W}tr" and _top_level_table(parent):
                 rows.append(_row_text(element, merged))
                 read += len(rows[-1])
+                in_table += _referred(element, notes)
             elif element.tag == f"{_W}tbl" and top_level:
                 block, rows, merged = Block("\n".join(rows)), [], {}
+                after, in_table = in_table, []
             else:
                 continue  # a paragraph or a row inside a table cell: read with its row
             _drop(element)
@@ -75,27 +85,64 @@ def read_blocks(archive: zipfile.ZipFile, limits: WordLimits) -> Generator[Block
                 raise TooLarge(f"more than {_mb(limits.text_chars)} of text")
             if block is not None:
                 yield block
+                yield from (Block(text) for text in after)
+
+
+def _notes(archive: zipfile.ZipFile, main: str, limits: WordLimits) -> tuple[dict[tuple[str, str], str], int]:
+    """Footnote and endnote texts by (kind, id), read before the body so each can follow its reference, and the
+    XML read for them (counted against the limits with the body's). Separators and empty notes are left out."""
+    notes: dict[tuple[str, str], str] = {}
+    markup = chars = 0
+    for kind in _NOTE_KINDS:
+        part = _related(archive, main, f"{kind}s")
+        if part is None or part not in archive.namelist():
+            continue
+        with archive.open(part) as raw:
+            stream = _Metered(raw, limits, markup)
+            for _, element in etree.iterparse(stream, events=("end",), tag=f"{_W}{kind}", **_PARSER_OPTIONS):
+                text = " ".join(" ".join(_paragraph_text(p) for p in element.iterfind(f"{_W}p")).split())
+                if text and element.get(f"{_W}type") in (None, "normal"):
+                    notes[(kind, str(element.get(f"{_W}id", "")))] = text
+                    chars += len(text)
+                _drop(element)
+                stream.block_read()
+                if chars > limits.text_chars:
+                    raise TooLarge(f"more than {_mb(limits.text_chars)} of text")
+            markup = stream.total
+    return notes, markup
+
+
+def _referred(element: Any, notes: dict[tuple[str, str], str]) -> list[str]:
+    """The texts of the notes `element` refers to, in the order it refers to them, taken out of `notes`: a note
+    is given once, at its first reference (Word gives each reference a note of its own; a file that refers to
+    one note over and over must not multiply its text)."""
+    found = []
+    for reference in element.iter(*_NOTE_REFERENCES):
+        kind = str(reference.tag)[len(_W) : -len("Reference")]
+        if text := notes.pop((kind, str(reference.get(f"{_W}id", ""))), ""):
+            found.append(text)
+    return found
 
 
 class _Metered:
     """The part's XML as lxml reads it, counted: more than `limits` allow in all, or since the last block was
     read, stops the parse from inside the read (lxml passes the exception on)."""
 
-    def __init__(self, raw: IO[bytes], limits: WordLimits) -> None:
+    def __init__(self, raw: IO[bytes], limits: WordLimits, already: int = 0) -> None:
         self._raw, self._limits = raw, limits
-        self._total = self._mark = 0
+        self.total = self._mark = already  # `already`: XML of other parts of the same document, read before
 
     def read(self, size: int = -1) -> bytes:
         data = self._raw.read(size)
-        self._total += len(data)
-        if self._total > self._limits.markup_bytes:
+        self.total += len(data)
+        if self.total > self._limits.markup_bytes:
             raise TooLarge(f"more than {_mb(self._limits.markup_bytes)} of text markup")
-        if self._total - self._mark > self._limits.block_bytes:
+        if self.total - self._mark > self._limits.block_bytes:
             raise TooLarge(f"a paragraph or table row of more than {_mb(self._limits.block_bytes)} of text markup")
         return data
 
     def block_read(self) -> None:
-        self._mark = self._total
+        self._mark = self.total
 
 
 def _mb(size: int) -> str:
@@ -124,14 +171,24 @@ def _main_part(archive: zipfile.ZipFile) -> str:
     return "word/document.xml"
 
 
-def _heading_levels(archive: zipfile.ZipFile, main: str) -> dict[str, int]:
-    """Style id -> heading level, from the styles part: "Title" is 0, "Heading N" is N (as python-docx read them)."""
+def _related(archive: zipfile.ZipFile, main: str, kind: str) -> str | None:
+    """The part of the package that the main part's relationship of this kind ("styles", "footnotes") names."""
     folder = dirname(main)
-    target = "styles.xml"
     try:
         rels = _xml(archive, join(folder, "_rels", main.rsplit("/", 1)[-1] + ".rels"))
-        found = (str(r.get("Target")) for r in rels.iter(_REL) if str(r.get("Type", "")).endswith("/styles"))
-        styles = _xml(archive, normpath(join(folder, next(found, target))))
+    except (KeyError, etree.XMLSyntaxError):
+        return None
+    for rel in rels.iter(_REL):
+        target = str(rel.get("Target", ""))
+        if str(rel.get("Type", "")).endswith(f"/{kind}") and rel.get("TargetMode") != "External" and target:
+            return target.lstrip("/") if target.startswith("/") else normpath(join(folder, target))
+    return None
+
+
+def _heading_levels(archive: zipfile.ZipFile, main: str) -> dict[str, int]:
+    """Style id -> heading level, from the styles part: "Title" is 0, "Heading N" is N (as python-docx read them)."""
+    try:
+        styles = _xml(archive, _related(archive, main, "styles") or join(dirname(main), "styles.xml"))
     except (KeyError, etree.XMLSyntaxError):
         return {}
     levels: dict[str, int] = {}
