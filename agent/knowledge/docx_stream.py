@@ -52,8 +52,9 @@ class Block:
 def read_blocks(archive: zipfile.ZipFile, limits: WordLimits) -> Generator[Block, None, None]:
     """The document's blocks in reading order; raises TooLarge as soon as one of `limits` is passed."""
     main = _main_part(archive)
-    levels = _heading_levels(archive, main)
-    notes, markup = _notes(archive, main, limits)
+    parts = _related_parts(archive, main)
+    levels = _heading_levels(archive, parts.get("styles") or join(dirname(main), "styles.xml"))
+    notes, markup = _notes(archive, parts, limits)
     read = sum(len(text) for text in notes.values())
     rows: list[str] = []
     merged: dict[int, str] = {}  # grid column -> text of the cell merged down from above
@@ -88,13 +89,15 @@ def read_blocks(archive: zipfile.ZipFile, limits: WordLimits) -> Generator[Block
                 yield from (Block(text) for text in after)
 
 
-def _notes(archive: zipfile.ZipFile, main: str, limits: WordLimits) -> tuple[dict[tuple[str, str], str], int]:
+def _notes(
+    archive: zipfile.ZipFile, parts: dict[str, str], limits: WordLimits
+) -> tuple[dict[tuple[str, str], str], int]:
     """Footnote and endnote texts by (kind, id), read before the body so each can follow its reference, and the
     XML read for them (counted against the limits with the body's). Separators and empty notes are left out."""
     notes: dict[tuple[str, str], str] = {}
     markup = chars = 0
     for kind in _NOTE_KINDS:
-        part = _related(archive, main, f"{kind}s")
+        part = parts.get(f"{kind}s")
         if part is None or part not in archive.namelist():
             continue
         with archive.open(part) as raw:
@@ -171,24 +174,26 @@ def _main_part(archive: zipfile.ZipFile) -> str:
     return "word/document.xml"
 
 
-def _related(archive: zipfile.ZipFile, main: str, kind: str) -> str | None:
-    """The part of the package that the main part's relationship of this kind ("styles", "footnotes") names."""
+def _related_parts(archive: zipfile.ZipFile, main: str) -> dict[str, str]:
+    """The parts of the package the main part's relationships name, by kind ("styles", "footnotes", ...; the
+    first of each kind), read once per document."""
     folder = dirname(main)
     try:
         rels = _xml(archive, join(folder, "_rels", main.rsplit("/", 1)[-1] + ".rels"))
     except (KeyError, etree.XMLSyntaxError):
-        return None
+        return {}
+    parts: dict[str, str] = {}
     for rel in rels.iter(_REL):
-        target = str(rel.get("Target", ""))
-        if str(rel.get("Type", "")).endswith(f"/{kind}") and rel.get("TargetMode") != "External" and target:
-            return target.lstrip("/") if target.startswith("/") else normpath(join(folder, target))
-    return None
+        kind, target = str(rel.get("Type", "")).rsplit("/", 1)[-1], str(rel.get("Target", ""))
+        if target and rel.get("TargetMode") != "External":
+            parts.setdefault(kind, target.lstrip("/") if target.startswith("/") else normpath(join(folder, target)))
+    return parts
 
 
-def _heading_levels(archive: zipfile.ZipFile, main: str) -> dict[str, int]:
+def _heading_levels(archive: zipfile.ZipFile, styles_part: str) -> dict[str, int]:
     """Style id -> heading level, from the styles part: "Title" is 0, "Heading N" is N (as python-docx read them)."""
     try:
-        styles = _xml(archive, _related(archive, main, "styles") or join(dirname(main), "styles.xml"))
+        styles = _xml(archive, styles_part)
     except (KeyError, etree.XMLSyntaxError):
         return {}
     levels: dict[str, int] = {}
