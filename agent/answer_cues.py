@@ -18,7 +18,9 @@ QUANTITY = re.compile(
     r"\b(?:how (?:many|much|big|large|long|often|fast)|what (?:size|version|port)|which (?:versions?|port|region))\b"
     r"|\bcu[aá]nt[oa]s?\b|\bcombien\b|\bkiek\b|\bilan\b|\bgaano\b|\bхэд|कति"
     r"|多少|多大|多久|几|幾|いくつ|どのくらい|何[個人台GgMm]|몇|얼마"
-    r"|(?:哪個|哪个|什麼|什么)(?:連接埠|端口)|(?:どの|何番の?)ポート|어떤 포트|qu[ée] puerto|quel port",
+    r"|(?:哪個|哪个|什麼|什么)(?:連接埠|端口|版本)|(?:どの|何番の?)ポート|어떤 포트|qu[ée] puerto|quel port"
+    r"|どのバージョン|어떤 버전|qu[ée] versi[óo]n|quelle version|kuri(?:ą|a|os) versij|anong bersyon|ямар хувилбар"
+    r"|कुन (?:संस्करण|भर्सन)",
     _I,
 )
 """A question asking for a figure: a sentence with a figure is likelier the answer."""
@@ -82,6 +84,17 @@ ABOUT_THE_PAGE = re.compile(
 """A sentence about the page itself ("In this tutorial, you will ...", "Let's explore ..."): it restates the
 topic, so it matches the question well, but it answers nothing."""
 
+POINTER = re.compile(
+    r"\b(?:click here|(?:learn|read) more(?: about| at| here| in|\W*$)|see here|for more (?:information|details))\b"
+    r"|haga clic aquí|más información|cliquez ici|en savoir plus"
+    r"|点击这里|點擊這裡|了解更多|詳しくは|ここをクリック|여기를 클릭",
+    _I,
+)
+"""A sentence that only points elsewhere ("Read this guideline to set ONNX Runtime GenAI for Windows GPU click
+here"): the link it stood for is gone from the quote, and what is left restates the topic."""
+
 
 def about_the_page(sentence: str) -> bool:
-    return bool(ABOUT_THE_PAGE.search(sentence.strip()))
+    """About the page itself, or pointing to another one: either way it restates the topic and answers nothing."""
+    stripped = sentence.strip()
+    return bool(ABOUT_THE_PAGE.search(stripped) or POINTER.search(stripped))

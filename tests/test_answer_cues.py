@@ -23,8 +23,8 @@ class SameForAll(Embeddings):
         return [1.0, 0.0]
 
 
-def _hit(text: str, chunk: int = 0) -> Hit:
-    return Hit("guide.md", "guide.md", "Guide", "", "C1", chunk, text, 1.0, similarity=0.9)
+def _hit(text: str, chunk: int = 0, heading: str = "") -> Hit:
+    return Hit("guide.md", "guide.md", "Guide", heading, "C1", chunk, text, 1.0, similarity=0.9)
 
 
 def _first_quote(question: str, *passages: str) -> str:
@@ -88,6 +88,31 @@ def test_figures_ports_and_pages():
     assert about_the_page("In this tutorial, you will deploy an evaluator.")
     assert about_the_page("Let’s explore how to fine-tune Phi-3 in the studio.")
     assert not about_the_page("You can delete a model from the model list.")
+    # A sentence whose link is gone points nowhere: "click here" is what is left of it.
+    assert about_the_page("Read this guideline to set ONNX Runtime GenAI for Windows GPU click here")
+    assert about_the_page("Pour en savoir plus sur les quotas, cliquez ici.")
+    assert not about_the_page("Click the Deploy button, then choose a region.")
+    assert not about_the_page("Small models learn more from curated data than from scraped text.")
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Which version of CUDA do I need?",
+        "在 Windows 上用 GPU 跑 ONNX Runtime GenAI，需要装哪个版本的 CUDA 和 cuDNN？",
+        "需要哪個版本的 Xcode？",
+        "Xcode のどのバージョンが必要ですか？",
+        "어떤 버전의 Xcode가 필요한가요?",
+        "¿Qué versión de Python necesito?",
+        "Quelle version de Python faut-il ?",
+        "Kurios versijos Python reikia?",
+        "Anong bersyon ng Python ang kailangan?",
+        "Python-ийн ямар хувилбар хэрэгтэй вэ?",
+        "कुन संस्करण चाहिन्छ?",
+    ],
+)
+def test_which_version_wants_a_figure_in_every_language(question):
+    assert wants_figure(question)
 
 
 def test_a_verdict_question_is_answered_by_the_limit_not_by_the_topic():
@@ -104,6 +129,17 @@ def test_a_figure_the_question_already_names_earns_nothing():
     # before, "Phi-3" counted as a figure too and the first (earlier) sentence led on a tie.
     passage = "Phi-3 runs on phones.\nPhi-3 runs on phones with 4 GB of memory."
     assert _first_quote("Does Phi-3 run on phones?", passage) == "Phi-3 runs on phones with 4 GB of memory."
+
+
+def test_a_sentence_is_read_under_its_heading():
+    # The same sentence under two headings; only the heading says which platform it is about. Alone, the first
+    # passage's would lead (its rank); read under its heading, the one the question names does.
+    windows = _hit("Install the driver from the vendor's page.", 0, heading="Setup > Windows")
+    linux = _hit("Install the driver with the package manager.", 1, heading="Setup > Linux")
+    extract = extract_answer("How do I install the driver on Linux?", [windows, linux], SameForAll(), language="en")
+    assert extract.quoted[0].text == "Install the driver with the package manager."
+    extract = extract_answer("How do I install the driver?", [windows, linux], SameForAll(), language="en")
+    assert extract.quoted[0].text == "Install the driver from the vendor's page."
 
 
 def test_commands_and_assignments_are_code():
