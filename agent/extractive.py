@@ -2,8 +2,8 @@
 language when the documents have it, or a plain "not covered" that names the closest document.
 
 Every sentence of the best passages is scored by its multilingual-embedding similarity to the question, the
-question's distinctive words and figures it contains (each of the two half for the sentence alone, half for the
-sentence read under its section heading), and the rank of its passage; a sentence in the asker's
+question's distinctive words and figures it contains (both counted half for the sentence alone, half for the
+sentence under its section's heading), and the rank of its passage; a sentence in the asker's
 language gets a bonus large enough that a translation of the same fact wins over the original, but not so
 large that a non-answer in the right language beats the answer in another. The reply quotes whole sentences
 (see `agent/sentences.py`), so it never states anything the documents do not say.
@@ -57,9 +57,10 @@ PAGE_PENALTY = 0.15
 ("... click here"): 0.74 -> 0.76 accepted."""
 HEADING_WEIGHT = 0.5
 """How much of a sentence's similarity and term overlap comes from reading it under its section heading:
-"Users manage their own compute" says nothing of "Model as a Platform" but its heading does, and "Azure Compute
-A100" answers "what compute does it require?" only under "Requirements". 0.78 -> 0.82 accepted and key
-0.82 -> 0.88 on the development questions, with 0.3 to 0.5 as good (README)."""
+"Users manage their own compute" says nothing of "Model as a Platform" but its heading does, and "we recommend
+using the latter" answers a question about Semantic Kernel only under "Use Semantic Kernel to access Phi-3-mini".
+0.78 -> 0.80 accepted and key 0.82 -> 0.88 on the development questions (0.82 with the deeper search lists), with
+0.3 to 0.5 as good (README)."""
 SEE_ALSO = 2
 SEE_ALSO_FROM = 3
 """List up to SEE_ALSO more documents from the SEE_ALSO_FROM best passages as sources (not quoted)."""

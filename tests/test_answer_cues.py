@@ -132,8 +132,8 @@ def test_a_figure_the_question_already_names_earns_nothing():
 
 
 def test_a_sentence_is_read_under_its_heading():
-    # The same sentence under two headings; only the heading says which platform it is about. Alone, the first
-    # passage's would lead (its rank); read under its heading, the one the question names does.
+    # Two like sentences; only their headings say which platform each is about. Alone, the first passage's would
+    # lead (its rank); read under its heading, the one about the platform the question names does.
     windows = _hit("Install the driver from the vendor's page.", 0, heading="Setup > Windows")
     linux = _hit("Install the driver with the package manager.", 1, heading="Setup > Linux")
     extract = extract_answer("How do I install the driver on Linux?", [windows, linux], SameForAll(), language="en")
