@@ -20,6 +20,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from agent.answer_cues import about_the_page, gives_verdict, wants_figure, wants_verdict
+from agent.knowledge.embeddings import unit_rows
 from agent.language import ENDONYMS, detect_language, phrase
 from agent.sentences import looks_like_code, looks_like_heading, quotable_units
 from agent.types import Hit, best_similarity
@@ -208,9 +209,9 @@ def under_headings(found: list[Candidate], matrix: np.ndarray, embeddings: Embed
     if not headings:
         return matrix
     vectors = dict(zip(headings, np.asarray(embeddings.embed_documents(headings), dtype=np.float32), strict=True))
-    out = np.stack([row + vectors[c.heading] if c.heading else row for row, c in zip(matrix, found, strict=True)])
-    norms: np.ndarray = np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-    return np.asarray(out / norms, dtype=np.float32)
+    return unit_rows(
+        np.stack([row + vectors[c.heading] if c.heading else row for row, c in zip(matrix, found, strict=True)])
+    )
 
 
 def _figures(text: str) -> set[str]:

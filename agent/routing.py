@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 from langchain_core.embeddings import Embeddings
 
+from agent.knowledge.embeddings import unit_rows
 from agent.types import Route
 
 log = logging.getLogger(__name__)
@@ -130,10 +131,6 @@ def _model_key(embeddings: Embeddings, examples: Sequence[RoutingExample]) -> tu
     return str(name), digest
 
 
-def _normalise(matrix: np.ndarray) -> np.ndarray:
-    return np.asarray(matrix / np.maximum(np.linalg.norm(matrix, axis=-1, keepdims=True), 1e-12))
-
-
 def _build_model(embeddings: Embeddings, examples: Sequence[RoutingExample]) -> _Model:
     """Embed the examples and fit the regression once per process, model and example set (seconds, not per
     message)."""
@@ -141,7 +138,7 @@ def _build_model(embeddings: Embeddings, examples: Sequence[RoutingExample]) -> 
     with _MODELS_LOCK:
         model = _MODELS.get(key)
         if model is None:
-            matrix = _normalise(np.asarray(embeddings.embed_documents([e.text for e in examples]), dtype=np.float32))
+            matrix = unit_rows(np.asarray(embeddings.embed_documents([e.text for e in examples]), dtype=np.float32))
             labels = np.array([ROUTES.index(e.route) for e in examples])
             weights, bias = train_softmax_regression(matrix, labels, len(ROUTES))
             model = _Model(matrix, labels, weights, bias)
@@ -215,7 +212,7 @@ class SemanticRouter:
         if _is_trivial(text):
             return RouteDecision("smalltalk", 1.0, "empty or too short to be a question", _one_hot("smalltalk"))
 
-        vector = _normalise(np.asarray(self.embeddings.embed_query(text), dtype=np.float32))
+        vector = unit_rows(np.asarray(self.embeddings.embed_query(text), dtype=np.float32))
         probs, sims = self.probabilities(vector)
         order = np.argsort(probs)[::-1]
         best, second = int(order[0]), int(order[1])

@@ -57,6 +57,11 @@ def threads() -> int:
     return _threads or os.cpu_count() or 1
 
 
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Each row (or the one vector) scaled to length 1, so a dot product is a cosine; a zero row stays zero."""
+    return np.asarray(matrix / np.maximum(np.linalg.norm(matrix, axis=-1, keepdims=True), 1e-12))
+
+
 class PackagedEmbeddings(Embeddings):
     """Shared plumbing: lazy model load, batching, L2-normalised float32 lists."""
 
@@ -86,9 +91,7 @@ class PackagedEmbeddings(Embeddings):
         if not texts:
             return []
         matrix = np.asarray(self._encode(self._model_once(), texts, query=query), dtype=np.float32)
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        matrix = matrix / np.maximum(norms, 1e-12)
-        return [row.tolist() for row in matrix]
+        return [row.tolist() for row in unit_rows(matrix)]
 
     def _remembered(self, texts: list[str], *, query: bool) -> list[list[float]]:
         """`_vectors`, encoding only the texts not yet encoded inside `one_encoding_per_text`."""
