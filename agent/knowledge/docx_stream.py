@@ -54,26 +54,26 @@ def read_blocks(archive: zipfile.ZipFile, limits: WordLimits) -> Generator[Block
     main = _main_part(archive)
     parts = _related_parts(archive, main)
     levels = _heading_levels(archive, parts.get("styles") or join(dirname(main), "styles.xml"))
-    notes, markup = _notes(archive, parts, limits)
-    read = sum(len(text) for text in notes.values())
+    notes, note_markup, note_text = _notes(archive, parts, limits)
     rows: list[str] = []
     merged: dict[int, str] = {}  # grid column -> text of the cell merged down from above
     in_table: list[str] = []  # the notes the rows of the table being read refer to
     tags = (f"{_W}p", f"{_W}tr", f"{_W}tbl")
     with archive.open(main) as raw:
-        stream = _Metered(raw, limits, markup)
+        stream = _Metered(raw, limits, note_markup, note_text)
         for _, element in etree.iterparse(stream, events=("end",), tag=tags, **_PARSER_OPTIONS):
             parent = element.getparent()
             top_level = parent is not None and parent.tag in _BODY_PARTS
             block: Block | None = None
             after: list[str] = []
+            chars = 0
             if element.tag == f"{_W}p" and top_level:
                 block = Block(_paragraph_text(element), levels.get(_style_of(element)))
-                read += len(block.text)
+                chars = len(block.text)
                 after = _referred(element, notes)
             elif element.tag == f"{_W}tr" and _top_level_table(parent):
                 rows.append(_row_text(element, merged))
-                read += len(rows[-1])
+                chars = len(rows[-1])
                 in_table += _referred(element, notes)
             elif element.tag == f"{_W}tbl" and top_level:
                 block, rows, merged = Block("\n".join(rows)), [], {}
@@ -81,9 +81,7 @@ def read_blocks(archive: zipfile.ZipFile, limits: WordLimits) -> Generator[Block
             else:
                 continue  # a paragraph or a row inside a table cell: read with its row
             _drop(element)
-            stream.block_read()
-            if read > limits.text_chars:
-                raise TooLarge(f"more than {_mb(limits.text_chars)} of text")
+            stream.block_read(chars)
             if block is not None:
                 yield block
                 yield from (Block(text) for text in after)
@@ -91,9 +89,10 @@ def read_blocks(archive: zipfile.ZipFile, limits: WordLimits) -> Generator[Block
 
 def _notes(
     archive: zipfile.ZipFile, parts: dict[str, str], limits: WordLimits
-) -> tuple[dict[tuple[str, str], str], int]:
+) -> tuple[dict[tuple[str, str], str], int, int]:
     """Footnote and endnote texts by (kind, id), read before the body so each can follow its reference, and the
-    XML read for them (counted against the limits with the body's). Separators and empty notes are left out."""
+    XML and text read for them (counted against the limits with the body's). Separators and empty notes are left
+    out."""
     notes: dict[tuple[str, str], str] = {}
     markup = chars = 0
     for kind in _NOTE_KINDS:
@@ -101,18 +100,16 @@ def _notes(
         if part is None or part not in archive.namelist():
             continue
         with archive.open(part) as raw:
-            stream = _Metered(raw, limits, markup)
+            stream = _Metered(raw, limits, markup, chars)
             for _, element in etree.iterparse(stream, events=("end",), tag=f"{_W}{kind}", **_PARSER_OPTIONS):
                 text = " ".join(" ".join(_paragraph_text(p) for p in element.iterfind(f"{_W}p")).split())
-                if text and element.get(f"{_W}type") in (None, "normal"):
+                kept = bool(text) and element.get(f"{_W}type") in (None, "normal")
+                if kept:
                     notes[(kind, str(element.get(f"{_W}id", "")))] = text
-                    chars += len(text)
                 _drop(element)
-                stream.block_read()
-                if chars > limits.text_chars:
-                    raise TooLarge(f"more than {_mb(limits.text_chars)} of text")
-            markup = stream.total
-    return notes, markup
+                stream.block_read(len(text) if kept else 0)
+            markup, chars = stream.total, stream.text
+    return notes, markup, chars
 
 
 def _referred(element: Any, notes: dict[tuple[str, str], str]) -> list[str]:
@@ -129,11 +126,13 @@ def _referred(element: Any, notes: dict[tuple[str, str], str]) -> list[str]:
 
 class _Metered:
     """The part's XML as lxml reads it, counted: more than `limits` allow in all, or since the last block was
-    read, stops the parse from inside the read (lxml passes the exception on)."""
+    read, stops the parse from inside the read (lxml passes the exception on). The text of the blocks read is
+    counted here too, so every part of a document is held to one text limit."""
 
-    def __init__(self, raw: IO[bytes], limits: WordLimits, already: int = 0) -> None:
+    def __init__(self, raw: IO[bytes], limits: WordLimits, markup: int = 0, text: int = 0) -> None:
         self._raw, self._limits = raw, limits
-        self.total = self._mark = already  # `already`: XML of other parts of the same document, read before
+        self.total = self._mark = markup  # XML and text of other parts of the same document, read before
+        self.text = text
 
     def read(self, size: int = -1) -> bytes:
         data = self._raw.read(size)
@@ -144,8 +143,12 @@ class _Metered:
             raise TooLarge(f"a paragraph or table row of more than {_mb(self._limits.block_bytes)} of text markup")
         return data
 
-    def block_read(self) -> None:
+    def block_read(self, chars: int) -> None:
+        """A block of `chars` characters of text was read: the next block's XML is counted from here."""
         self._mark = self.total
+        self.text += chars
+        if self.text > self._limits.text_chars:
+            raise TooLarge(f"more than {_mb(self._limits.text_chars)} of text")
 
 
 def _mb(size: int) -> str:
