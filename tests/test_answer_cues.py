@@ -131,6 +131,19 @@ def test_a_figure_the_question_already_names_earns_nothing():
     assert _first_quote("Does Phi-3 run on phones?", passage) == "Phi-3 runs on phones with 4 GB of memory."
 
 
+def test_a_figure_beside_the_thing_asked_for_leads():
+    # Both sentences hold a new figure and both name CUDA; only the second writes a version beside it. The path
+    # comes first in its passage (rank) and holds more of the question's words, so without the cue it leads.
+    passage = (
+        "Check the CUDA install path C:\\Toolkit\\CUDA\\v12.4\\extras to find the Windows integration folder.\n"
+        "Copy cuDNN 9.4 into CUDA 12.4."
+    )
+    question = "Which versions of CUDA and cuDNN does the Windows guide install?"
+    assert _first_quote(question, passage) == "Copy cuDNN 9.4 into CUDA 12.4."
+    # Only for a question that asks for a figure.
+    assert _first_quote("Where does the Windows guide install CUDA?", passage).startswith("Check the CUDA")
+
+
 def test_a_sentence_is_read_under_its_heading():
     # Two like sentences; only their headings say which platform each is about. Alone, the first passage's would
     # lead (its rank); read under its heading, the one about the platform the question names does.
