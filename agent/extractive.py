@@ -232,7 +232,7 @@ def _new_figure(text: str, asked: set[str]) -> bool:
 
 
 def _figure_beside(text: str, wanted: set[str], asked: set[str]) -> bool:
-    """A new figure written right beside a word of the question ("CUDA 12.4", "16 GB", "8 GPUs"): the thing asked
+    """A new figure written right beside a word of the question ("CUDA 12.4", "Python 3.10", "8 GPUs"): the thing asked
     about, with its value. A figure glued to it ("CUDA\\v12.4\\extras" in a path) does not count."""
     words = [w.strip(_PUNCT).lower() for w in text.split()]
     for a, b in pairwise(words):
